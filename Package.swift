@@ -1,0 +1,51 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Compile the hot numeric code with full optimisation even in debug builds, so
+// the test suite exercises real kernels at a usable speed.
+let fastC: [CSetting] = [.unsafeFlags(["-O3"])]
+
+let package = Package(
+    name: "LlamaCluster",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "llama-coord", targets: ["llama-coord"]),
+        .executable(name: "llama-worker", targets: ["llama-worker"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // MARK: - Model file format
+        .target(name: "GGUF"),
+
+        // MARK: - Math kernels (C SIMD core + Swift driver)
+        .target(name: "CLlamaKernels", cSettings: fastC),
+        .target(name: "LlamaKernels", dependencies: ["CLlamaKernels", "GGUF"]),
+
+        // MARK: - Tokenizer and sampling
+        .target(name: "LlamaTokenizer", dependencies: ["GGUF"]),
+        .target(name: "LlamaSampling"),
+
+        // MARK: - The transformer
+        .target(name: "LlamaModel", dependencies: ["GGUF", "LlamaKernels", "LlamaTokenizer", "LlamaSampling"]),
+
+        // MARK: - Executables
+        .executableTarget(name: "llama-coord", dependencies: [
+            "LlamaModel",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "llama-worker", dependencies: [
+            "LlamaModel",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        // MARK: - Tests
+        .testTarget(name: "GGUFTests", dependencies: ["GGUF"]),
+        .testTarget(name: "LlamaKernelsTests", dependencies: ["LlamaKernels", "CLlamaKernels", "GGUF"]),
+        .testTarget(name: "LlamaTokenizerTests", dependencies: ["LlamaTokenizer", "GGUF"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "LlamaSamplingTests", dependencies: ["LlamaSampling"]),
+        .testTarget(name: "LlamaModelTests", dependencies: ["LlamaModel", "GGUF"]),
+    ],
+    swiftLanguageModes: [.v5]
+)
