@@ -115,7 +115,7 @@ public final class GGUFWriter {
 
 extension Array where Element == UInt8 {
     mutating func appendLE<T: FixedWidthInteger>(_ v: T) {
-        withUnsafeBytes(of: v.littleEndian) { append(contentsOf: $0) }
+        Swift.withUnsafeBytes(of: v.littleEndian) { append(contentsOf: $0) }
     }
 
     mutating func appendString(_ s: String) {
