@@ -223,9 +223,10 @@ public final class LlamaTokenizer: Sendable {
     /// Decodes token ids to text (see ``decodeBytes(_:)``); byte sequences that are not
     /// valid UTF-8 become U+FFFD.
     ///
-    /// For any text `s` without "▁" (U+2581), `decode(encode(s, addBOS: false))` is `s`
-    /// byte for byte, and `decode(encode(s))` is `" " + s` when a BOS is added; a "▁" in
-    /// the input decodes as a space.
+    /// Round trip (vocabulary with a space prefix): for any text `s` without "▁" (U+2581),
+    /// `decode(encode(s, addBOS: false))` is `s` byte for byte, and for non-empty `s`,
+    /// `decode(encode(s))` with its leading BOS is `" " + s`. A "▁" in the input decodes
+    /// as a space.
     public func decode(_ ids: [Int32]) -> String {
         String(decoding: decodeBytes(ids), as: UTF8.self)
     }

@@ -1,3 +1,4 @@
+import Foundation
 import LlamaTokenizer
 import Testing
 
@@ -27,6 +28,20 @@ struct DecodingTests {
         #expect(tokenizer.decode([2, 15043]) == " Hello")
         #expect(tokenizer.decode([15043, 2]) == "Hello")
         #expect(tokenizer.decode([]) == "")
+    }
+
+    @Test("random id sequences decode to the bytes llama.cpp's detokenizer gives")
+    func llamaCppDetokenize() throws {
+        // Generated once with llama.cpp's llama_detokenize (through llama-cpp-python 0.3.36),
+        // remove_special and unparse_special off: ordinary, byte and control tokens mixed.
+        struct Case: Decodable { let ids: [Int32]; let hex: String }
+        let lines = try String(contentsOf: Fixtures.url("llama-cpp-detokenize.jsonl"), encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 300)
+        for line in lines {
+            let reference = try JSONDecoder().decode(Case.self, from: Data(line.utf8))
+            let hex = tokenizer.decodeBytes(reference.ids).map { String($0, radix: 16) }.map { $0.count == 1 ? "0" + $0 : $0 }.joined()
+            #expect(hex == reference.hex, "ids \(reference.ids)")
+        }
     }
 
     @Test("bytes of a character split over byte tokens join up")
