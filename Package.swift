@@ -14,6 +14,9 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
     ],
     targets: [
         // MARK: - Model file format
@@ -29,6 +32,13 @@ let package = Package(
 
         // MARK: - The transformer
         .target(name: "LlamaModel", dependencies: ["GGUF", "LlamaKernels", "LlamaTokenizer", "LlamaSampling"]),
+
+        // MARK: - HTTP endpoint (OpenAI-compatible)
+        .target(name: "LlamaServer", dependencies: [
+            "LlamaSampling",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
 
         // MARK: - Executables
         .executableTarget(name: "llama-coord", dependencies: [
@@ -46,6 +56,10 @@ let package = Package(
         .testTarget(name: "LlamaTokenizerTests", dependencies: ["LlamaTokenizer", "GGUF"], resources: [.copy("Fixtures")]),
         .testTarget(name: "LlamaSamplingTests", dependencies: ["LlamaSampling"]),
         .testTarget(name: "LlamaModelTests", dependencies: ["LlamaModel", "GGUF"]),
+        .testTarget(name: "LlamaServerTests", dependencies: [
+            "LlamaServer", "LlamaSampling",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
     ],
     swiftLanguageModes: [.v5]
 )
