@@ -30,6 +30,13 @@ let package = Package(
         // MARK: - The transformer
         .target(name: "LlamaModel", dependencies: ["GGUF", "LlamaKernels", "LlamaTokenizer", "LlamaSampling"]),
 
+        // MARK: - Cluster wire format and transport
+        .systemLibrary(name: "CZeroMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
+        .target(name: "CClusterWire", dependencies: ["CProtobufC"], cSettings: fastC),
+        .target(name: "ClusterWire", dependencies: ["CClusterWire"]),
+        .target(name: "ClusterTransport", dependencies: ["CZeroMQ"]),
+
         // MARK: - Executables
         .executableTarget(name: "llama-coord", dependencies: [
             "LlamaModel",
@@ -46,6 +53,8 @@ let package = Package(
         .testTarget(name: "LlamaTokenizerTests", dependencies: ["LlamaTokenizer", "GGUF"], resources: [.copy("Fixtures")]),
         .testTarget(name: "LlamaSamplingTests", dependencies: ["LlamaSampling"]),
         .testTarget(name: "LlamaModelTests", dependencies: ["LlamaModel", "GGUF"]),
+        .testTarget(name: "ClusterWireTests", dependencies: ["ClusterWire"]),
+        .testTarget(name: "ClusterTransportTests", dependencies: ["ClusterTransport", "ClusterWire"]),
     ],
     swiftLanguageModes: [.v5]
 )
