@@ -818,7 +818,7 @@ const ProtobufCMessageDescriptor llama_cluster__envelope__descriptor =
   (ProtobufCMessageInit) llama_cluster__envelope__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor llama_cluster__join__field_descriptors[7] =
+static const ProtobufCFieldDescriptor llama_cluster__join__field_descriptors[8] =
 {
   {
     "worker_name",
@@ -904,9 +904,22 @@ static const ProtobufCFieldDescriptor llama_cluster__join__field_descriptors[7] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "data_endpoint",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__Join, data_endpoint),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned llama_cluster__join__field_indices_by_name[] = {
   3,   /* field[3] = cpu_features */
+  7,   /* field[7] = data_endpoint */
   5,   /* field[5] = has_model_file */
   2,   /* field[2] = memory_budget_bytes */
   6,   /* field[6] = model_fingerprint */
@@ -917,7 +930,7 @@ static const unsigned llama_cluster__join__field_indices_by_name[] = {
 static const ProtobufCIntRange llama_cluster__join__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor llama_cluster__join__descriptor =
 {
@@ -927,7 +940,7 @@ const ProtobufCMessageDescriptor llama_cluster__join__descriptor =
   "LlamaCluster__Join",
   "llama_cluster",
   sizeof(LlamaCluster__Join),
-  7,
+  8,
   llama_cluster__join__field_descriptors,
   llama_cluster__join__field_indices_by_name,
   1,  llama_cluster__join__number_ranges,
@@ -985,7 +998,7 @@ const ProtobufCMessageDescriptor llama_cluster__pipeline_endpoint__descriptor =
   (ProtobufCMessageInit) llama_cluster__pipeline_endpoint__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor llama_cluster__model_hyperparameters__field_descriptors[9] =
+static const ProtobufCFieldDescriptor llama_cluster__model_hyperparameters__field_descriptors[10] =
 {
   {
     "layer_count",
@@ -1095,6 +1108,18 @@ static const ProtobufCFieldDescriptor llama_cluster__model_hyperparameters__fiel
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rope_dimension_count",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__ModelHyperparameters, rope_dimension_count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned llama_cluster__model_hyperparameters__field_indices_by_name[] = {
   1,   /* field[1] = embedding_width */
@@ -1103,6 +1128,7 @@ static const unsigned llama_cluster__model_hyperparameters__field_indices_by_nam
   4,   /* field[4] = kv_head_count */
   0,   /* field[0] = layer_count */
   8,   /* field[8] = rms_norm_epsilon */
+  9,   /* field[9] = rope_dimension_count */
   7,   /* field[7] = rope_freq_base */
   6,   /* field[6] = training_context_length */
   5,   /* field[5] = vocabulary_size */
@@ -1110,7 +1136,7 @@ static const unsigned llama_cluster__model_hyperparameters__field_indices_by_nam
 static const ProtobufCIntRange llama_cluster__model_hyperparameters__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor llama_cluster__model_hyperparameters__descriptor =
 {
@@ -1120,14 +1146,14 @@ const ProtobufCMessageDescriptor llama_cluster__model_hyperparameters__descripto
   "LlamaCluster__ModelHyperparameters",
   "llama_cluster",
   sizeof(LlamaCluster__ModelHyperparameters),
-  9,
+  10,
   llama_cluster__model_hyperparameters__field_descriptors,
   llama_cluster__model_hyperparameters__field_indices_by_name,
   1,  llama_cluster__model_hyperparameters__number_ranges,
   (ProtobufCMessageInit) llama_cluster__model_hyperparameters__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor llama_cluster__shard_assignment__field_descriptors[10] =
+static const ProtobufCFieldDescriptor llama_cluster__shard_assignment__field_descriptors[12] =
 {
   {
     "layer_begin",
@@ -1249,14 +1275,40 @@ static const ProtobufCFieldDescriptor llama_cluster__shard_assignment__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "epoch",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__ShardAssignment, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "max_batch",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__ShardAssignment, max_batch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned llama_cluster__shard_assignment__field_indices_by_name[] = {
   3,   /* field[3] = activation_dtype */
   5,   /* field[5] = context_length */
+  10,   /* field[10] = epoch */
   9,   /* field[9] = hyperparameters */
   6,   /* field[6] = input */
   0,   /* field[0] = layer_begin */
   1,   /* field[1] = layer_end */
+  11,   /* field[11] = max_batch */
   4,   /* field[4] = max_sequences */
   2,   /* field[2] = model_fingerprint */
   7,   /* field[7] = output */
@@ -1265,7 +1317,7 @@ static const unsigned llama_cluster__shard_assignment__field_indices_by_name[] =
 static const ProtobufCIntRange llama_cluster__shard_assignment__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor llama_cluster__shard_assignment__descriptor =
 {
@@ -1275,14 +1327,14 @@ const ProtobufCMessageDescriptor llama_cluster__shard_assignment__descriptor =
   "LlamaCluster__ShardAssignment",
   "llama_cluster",
   sizeof(LlamaCluster__ShardAssignment),
-  10,
+  12,
   llama_cluster__shard_assignment__field_descriptors,
   llama_cluster__shard_assignment__field_indices_by_name,
   1,  llama_cluster__shard_assignment__number_ranges,
   (ProtobufCMessageInit) llama_cluster__shard_assignment__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor llama_cluster__ready__field_descriptors[3] =
+static const ProtobufCFieldDescriptor llama_cluster__ready__field_descriptors[4] =
 {
   {
     "layer_begin",
@@ -1320,8 +1372,21 @@ static const ProtobufCFieldDescriptor llama_cluster__ready__field_descriptors[3]
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "epoch",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__Ready, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned llama_cluster__ready__field_indices_by_name[] = {
+  3,   /* field[3] = epoch */
   0,   /* field[0] = layer_begin */
   1,   /* field[1] = layer_end */
   2,   /* field[2] = resident_bytes */
@@ -1329,7 +1394,7 @@ static const unsigned llama_cluster__ready__field_indices_by_name[] = {
 static const ProtobufCIntRange llama_cluster__ready__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor llama_cluster__ready__descriptor =
 {
@@ -1339,7 +1404,7 @@ const ProtobufCMessageDescriptor llama_cluster__ready__descriptor =
   "LlamaCluster__Ready",
   "llama_cluster",
   sizeof(LlamaCluster__Ready),
-  3,
+  4,
   llama_cluster__ready__field_descriptors,
   llama_cluster__ready__field_indices_by_name,
   1,  llama_cluster__ready__number_ranges,
@@ -1550,15 +1615,15 @@ const ProtobufCMessageDescriptor llama_cluster__error_report__descriptor =
   (ProtobufCMessageInit) llama_cluster__error_report__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor llama_cluster__weight_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor llama_cluster__weight_request__field_descriptors[3] =
 {
   {
-    "tensor_names",
+    "tensor_name",
     1,
-    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_STRING,
-    offsetof(LlamaCluster__WeightRequest, n_tensor_names),
-    offsetof(LlamaCluster__WeightRequest, tensor_names),
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__WeightRequest, tensor_name),
     NULL,
     &protobuf_c_empty_string,
     0,             /* flags */
@@ -1576,15 +1641,28 @@ static const ProtobufCFieldDescriptor llama_cluster__weight_request__field_descr
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "offset",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__WeightRequest, offset),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned llama_cluster__weight_request__field_indices_by_name[] = {
   1,   /* field[1] = max_chunk_bytes */
-  0,   /* field[0] = tensor_names */
+  2,   /* field[2] = offset */
+  0,   /* field[0] = tensor_name */
 };
 static const ProtobufCIntRange llama_cluster__weight_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor llama_cluster__weight_request__descriptor =
 {
@@ -1594,7 +1672,7 @@ const ProtobufCMessageDescriptor llama_cluster__weight_request__descriptor =
   "LlamaCluster__WeightRequest",
   "llama_cluster",
   sizeof(LlamaCluster__WeightRequest),
-  2,
+  3,
   llama_cluster__weight_request__field_descriptors,
   llama_cluster__weight_request__field_indices_by_name,
   1,  llama_cluster__weight_request__number_ranges,
@@ -1957,7 +2035,7 @@ const ProtobufCEnumDescriptor llama_cluster__endpoint_mode__descriptor =
   llama_cluster__endpoint_mode__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue llama_cluster__error_code__enum_values_by_number[8] =
+static const ProtobufCEnumValue llama_cluster__error_code__enum_values_by_number[9] =
 {
   { "ERROR_CODE_UNSPECIFIED", "LLAMA_CLUSTER__ERROR_CODE__ERROR_CODE_UNSPECIFIED", 0 },
   { "ERROR_CODE_BAD_FRAME", "LLAMA_CLUSTER__ERROR_CODE__ERROR_CODE_BAD_FRAME", 1 },
@@ -1967,16 +2045,18 @@ static const ProtobufCEnumValue llama_cluster__error_code__enum_values_by_number
   { "ERROR_CODE_INVALID_ASSIGNMENT", "LLAMA_CLUSTER__ERROR_CODE__ERROR_CODE_INVALID_ASSIGNMENT", 5 },
   { "ERROR_CODE_WEIGHTS", "LLAMA_CLUSTER__ERROR_CODE__ERROR_CODE_WEIGHTS", 6 },
   { "ERROR_CODE_INTERNAL", "LLAMA_CLUSTER__ERROR_CODE__ERROR_CODE_INTERNAL", 7 },
+  { "ERROR_CODE_NOT_JOINED", "LLAMA_CLUSTER__ERROR_CODE__ERROR_CODE_NOT_JOINED", 8 },
 };
 static const ProtobufCIntRange llama_cluster__error_code__value_ranges[] = {
-{0, 0},{0, 8}
+{0, 0},{0, 9}
 };
-static const ProtobufCEnumValueIndex llama_cluster__error_code__enum_values_by_name[8] =
+static const ProtobufCEnumValueIndex llama_cluster__error_code__enum_values_by_name[9] =
 {
   { "ERROR_CODE_BAD_FRAME", 1 },
   { "ERROR_CODE_INTERNAL", 7 },
   { "ERROR_CODE_INVALID_ASSIGNMENT", 5 },
   { "ERROR_CODE_MODEL_MISMATCH", 3 },
+  { "ERROR_CODE_NOT_JOINED", 8 },
   { "ERROR_CODE_OUT_OF_MEMORY", 4 },
   { "ERROR_CODE_PROTOCOL_VERSION", 2 },
   { "ERROR_CODE_UNSPECIFIED", 0 },
@@ -1989,9 +2069,9 @@ const ProtobufCEnumDescriptor llama_cluster__error_code__descriptor =
   "ErrorCode",
   "LlamaCluster__ErrorCode",
   "llama_cluster",
-  8,
+  9,
   llama_cluster__error_code__enum_values_by_number,
-  8,
+  9,
   llama_cluster__error_code__enum_values_by_name,
   1,
   llama_cluster__error_code__value_ranges,

@@ -67,6 +67,9 @@ public enum ZMQSocketOption: Sendable {
     /// Make a ROUTER report unroutable messages with `EHOSTUNREACH` instead of dropping them
     /// (`ZMQ_ROUTER_MANDATORY`).
     case routerMandatory(Bool)
+    /// Let a ROUTER hand an identity over to a new connection that claims it (a peer that
+    /// reconnected), instead of refusing the newcomer (`ZMQ_ROUTER_HANDOVER`).
+    case routerHandover(Bool)
     /// Reconnection interval after a lost connection (`ZMQ_RECONNECT_IVL`).
     case reconnectInterval(milliseconds: Int32)
     /// Timeout of the blocking ``ZMQSocket/send(_:)`` (`ZMQ_SNDTIMEO`, -1: forever).
@@ -162,6 +165,7 @@ public final class ZMQSocket {
                 throw ZMQError(function: "zmq_setsockopt", detail: "ZMQ_MAXMSGSIZE")
             }
         case .routerMandatory(let on): try setInt32(ZMQ_ROUTER_MANDATORY, on ? 1 : 0, name: "ZMQ_ROUTER_MANDATORY")
+        case .routerHandover(let on): try setInt32(ZMQ_ROUTER_HANDOVER, on ? 1 : 0, name: "ZMQ_ROUTER_HANDOVER")
         case .reconnectInterval(let ms): try setInt32(ZMQ_RECONNECT_IVL, ms, name: "ZMQ_RECONNECT_IVL")
         case .sendTimeout(let ms): try setInt32(ZMQ_SNDTIMEO, ms, name: "ZMQ_SNDTIMEO")
         }

@@ -58,6 +58,7 @@ func makeCJoin(_ message: Join, _ memory: CAllocations) -> UnsafeMutablePointer<
     c.pointee.protocol_version = message.protocolVersion
     c.pointee.has_model_file = message.hasModelFile ? 1 : 0
     c.pointee.model_fingerprint = memory.string(message.modelFingerprint)
+    c.pointee.data_endpoint = memory.string(message.dataEndpoint)
     return c
 }
 
@@ -93,8 +94,11 @@ func makeCShardAssignment(_ message: ShardAssignment, _ memory: CAllocations) ->
         h.pointee.training_context_length = hyperparameters.trainingContextLength
         h.pointee.rope_freq_base = hyperparameters.ropeFreqBase
         h.pointee.rms_norm_epsilon = hyperparameters.rmsNormEpsilon
+        h.pointee.rope_dimension_count = hyperparameters.ropeDimensionCount
         c.pointee.hyperparameters = h
     }
+    c.pointee.epoch = message.epoch
+    c.pointee.max_batch = message.maxBatch
     return c
 }
 
@@ -104,6 +108,7 @@ func makeCReady(_ message: Ready, _ memory: CAllocations) -> UnsafeMutablePointe
     c.pointee.layer_begin = message.layerBegin
     c.pointee.layer_end = message.layerEnd
     c.pointee.resident_bytes = message.residentBytes
+    c.pointee.epoch = message.epoch
     return c
 }
 
@@ -143,10 +148,9 @@ func makeCErrorReport(_ message: ErrorReport, _ memory: CAllocations) -> UnsafeM
 func makeCWeightRequest(_ message: WeightRequest, _ memory: CAllocations) -> UnsafeMutablePointer<LlamaCluster__WeightRequest> {
     let c = memory.object(LlamaCluster__WeightRequest.self)
     llama_cluster__weight_request__init(c)
-    let names: [UnsafeMutablePointer<CChar>?] = message.tensorNames.map { memory.string($0) }
-    c.pointee.n_tensor_names = names.count
-    c.pointee.tensor_names = memory.array(names)
+    c.pointee.tensor_name = memory.string(message.tensorName)
     c.pointee.max_chunk_bytes = message.maxChunkBytes
+    c.pointee.offset = message.offset
     return c
 }
 
@@ -268,7 +272,8 @@ func decodeJoin(_ c: UnsafeMutablePointer<LlamaCluster__Join>) throws -> Join {
         cpuFeatures: try decodeString(m.cpu_features, field: "join.cpu_features"),
         protocolVersion: m.protocol_version,
         hasModelFile: m.has_model_file != 0,
-        modelFingerprint: try decodeString(m.model_fingerprint, field: "join.model_fingerprint"))
+        modelFingerprint: try decodeString(m.model_fingerprint, field: "join.model_fingerprint"),
+        dataEndpoint: try decodeString(m.data_endpoint, field: "join.data_endpoint"))
 }
 
 func decodeEndpoint(_ pointer: UnsafeMutablePointer<LlamaCluster__PipelineEndpoint>?, field: String) throws -> PipelineEndpoint {
@@ -295,7 +300,7 @@ func decodeShardAssignment(_ c: UnsafeMutablePointer<LlamaCluster__ShardAssignme
             layerCount: h.layer_count, embeddingWidth: h.embedding_width, feedForwardWidth: h.feed_forward_width,
             headCount: h.head_count, kvHeadCount: h.kv_head_count, vocabularySize: h.vocabulary_size,
             trainingContextLength: h.training_context_length, ropeFreqBase: h.rope_freq_base,
-            rmsNormEpsilon: h.rms_norm_epsilon)
+            rmsNormEpsilon: h.rms_norm_epsilon, ropeDimensionCount: h.rope_dimension_count)
     }
     return ShardAssignment(
         layerBegin: m.layer_begin,
@@ -307,13 +312,15 @@ func decodeShardAssignment(_ c: UnsafeMutablePointer<LlamaCluster__ShardAssignme
         input: try decodeEndpoint(m.input, field: "shard_assignment.input"),
         output: try decodeEndpoint(m.output, field: "shard_assignment.output"),
         streamWeights: m.stream_weights != 0,
-        hyperparameters: hyperparameters)
+        hyperparameters: hyperparameters,
+        epoch: m.epoch,
+        maxBatch: m.max_batch)
 }
 
 func decodeReady(_ c: UnsafeMutablePointer<LlamaCluster__Ready>) throws -> Ready {
     let m = c.pointee
     try decodeLayerRange(begin: m.layer_begin, end: m.layer_end)
-    return Ready(layerBegin: m.layer_begin, layerEnd: m.layer_end, residentBytes: m.resident_bytes)
+    return Ready(layerBegin: m.layer_begin, layerEnd: m.layer_end, residentBytes: m.resident_bytes, epoch: m.epoch)
 }
 
 func decodeHeartbeat(_ c: UnsafeMutablePointer<LlamaCluster__Heartbeat>) -> Heartbeat {
@@ -339,12 +346,8 @@ func decodeErrorReport(_ c: UnsafeMutablePointer<LlamaCluster__ErrorReport>) thr
 
 func decodeWeightRequest(_ c: UnsafeMutablePointer<LlamaCluster__WeightRequest>) throws -> WeightRequest {
     let m = c.pointee
-    var names: [String] = []
-    names.reserveCapacity(m.n_tensor_names)
-    for index in 0..<m.n_tensor_names {
-        names.append(try decodeString(m.tensor_names[index], field: "weight_request.tensor_names"))
-    }
-    return WeightRequest(tensorNames: names, maxChunkBytes: m.max_chunk_bytes)
+    return WeightRequest(tensorName: try decodeString(m.tensor_name, field: "weight_request.tensor_name"),
+                         offset: m.offset, maxChunkBytes: m.max_chunk_bytes)
 }
 
 func decodeTensorChunk(_ c: UnsafeMutablePointer<LlamaCluster__TensorChunk>) throws -> TensorChunk {

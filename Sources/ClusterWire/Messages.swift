@@ -55,11 +55,15 @@ public struct Join: Equatable, Sendable {
     public var hasModelFile: Bool
     /// Fingerprint of the worker's local model file; empty when it has none.
     public var modelFingerprint: String
+    /// Where the worker's data input listens, `"tcp://HOST:PORT"`.
+    public var dataEndpoint: String
 
     public init(
         workerName: String, threads: UInt32, memoryBudgetBytes: UInt64, cpuFeatures: String,
-        protocolVersion: UInt32 = WireProtocol.version, hasModelFile: Bool, modelFingerprint: String = ""
+        protocolVersion: UInt32 = WireProtocol.version, hasModelFile: Bool, modelFingerprint: String = "",
+        dataEndpoint: String = ""
     ) {
+        self.dataEndpoint = dataEndpoint
         self.workerName = workerName
         self.threads = threads
         self.memoryBudgetBytes = memoryBudgetBytes
@@ -81,12 +85,14 @@ public struct ModelHyperparameters: Equatable, Sendable {
     public var trainingContextLength: UInt32
     public var ropeFreqBase: Float
     public var rmsNormEpsilon: Float
+    public var ropeDimensionCount: UInt32
 
     public init(
         layerCount: UInt32, embeddingWidth: UInt32, feedForwardWidth: UInt32, headCount: UInt32,
         kvHeadCount: UInt32, vocabularySize: UInt32, trainingContextLength: UInt32,
-        ropeFreqBase: Float, rmsNormEpsilon: Float
+        ropeFreqBase: Float, rmsNormEpsilon: Float, ropeDimensionCount: UInt32 = 0
     ) {
+        self.ropeDimensionCount = ropeDimensionCount
         self.layerCount = layerCount
         self.embeddingWidth = embeddingWidth
         self.feedForwardWidth = feedForwardWidth
@@ -119,12 +125,18 @@ public struct ShardAssignment: Equatable, Sendable {
     public var streamWeights: Bool
     /// Model dimensions, needed by a worker without a local model file.
     public var hyperparameters: ModelHyperparameters?
+    /// The pipeline epoch: frames whose `stepID >> 40` differs are dropped.
+    public var epoch: UInt32
+    /// Most tokens in one frame.
+    public var maxBatch: UInt32
 
     public init(
         layerBegin: UInt32, layerEnd: UInt32, modelFingerprint: String, activationDType: ActivationDType,
         maxSequences: UInt32, contextLength: UInt32, input: PipelineEndpoint, output: PipelineEndpoint,
-        streamWeights: Bool, hyperparameters: ModelHyperparameters? = nil
+        streamWeights: Bool, hyperparameters: ModelHyperparameters? = nil, epoch: UInt32 = 0, maxBatch: UInt32 = 512
     ) {
+        self.epoch = epoch
+        self.maxBatch = maxBatch
         self.layerBegin = layerBegin
         self.layerEnd = layerEnd
         self.modelFingerprint = modelFingerprint
@@ -146,8 +158,11 @@ public struct Ready: Equatable, Sendable {
     /// Exclusive.
     public var layerEnd: UInt32
     public var residentBytes: UInt64
+    /// The assignment epoch this worker is ready for.
+    public var epoch: UInt32
 
-    public init(layerBegin: UInt32, layerEnd: UInt32, residentBytes: UInt64) {
+    public init(layerBegin: UInt32, layerEnd: UInt32, residentBytes: UInt64, epoch: UInt32 = 0) {
+        self.epoch = epoch
         self.layerBegin = layerBegin
         self.layerEnd = layerEnd
         self.residentBytes = residentBytes
@@ -210,6 +225,8 @@ public struct ErrorReport: Equatable, Sendable {
         public static let weights = Code(rawValue: 6)
         /// Any other failure.
         public static let `internal` = Code(rawValue: 7)
+        /// The coordinator does not know the sender: it should join again.
+        public static let notJoined = Code(rawValue: 8)
 
         public var description: String {
             switch self {
@@ -221,6 +238,7 @@ public struct ErrorReport: Equatable, Sendable {
             case .invalidAssignment: return "invalid assignment"
             case .weights: return "weights"
             case .internal: return "internal"
+            case .notJoined: return "not joined"
             default: return "code \(rawValue)"
             }
         }
@@ -237,12 +255,16 @@ public struct ErrorReport: Equatable, Sendable {
 
 /// Worker → coordinator: send these tensors (all tensors of the shard when `tensorNames` is empty).
 public struct WeightRequest: Equatable, Sendable {
-    public var tensorNames: [String]
-    /// Largest `data` size of one ``TensorChunk``; 0 lets the coordinator choose.
+    /// The tensor wanted (one of the worker's layers).
+    public var tensorName: String
+    /// Byte offset in the tensor of the chunk wanted.
+    public var offset: UInt64
+    /// Largest `data` size of the ``TensorChunk`` reply; 0 asks only for the tensor's type, shape and size.
     public var maxChunkBytes: UInt32
 
-    public init(tensorNames: [String] = [], maxChunkBytes: UInt32 = 0) {
-        self.tensorNames = tensorNames
+    public init(tensorName: String, offset: UInt64 = 0, maxChunkBytes: UInt32 = 0) {
+        self.tensorName = tensorName
+        self.offset = offset
         self.maxChunkBytes = maxChunkBytes
     }
 }

@@ -95,7 +95,11 @@ typedef enum _LlamaCluster__ErrorCode {
   /*
    * any other failure
    */
-  LLAMA_CLUSTER__ERROR_CODE__ERROR_CODE_INTERNAL = 7
+  LLAMA_CLUSTER__ERROR_CODE__ERROR_CODE_INTERNAL = 7,
+  /*
+   * the coordinator does not know the sender: join again
+   */
+  LLAMA_CLUSTER__ERROR_CODE__ERROR_CODE_NOT_JOINED = 8
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LLAMA_CLUSTER__ERROR_CODE)
 } LlamaCluster__ErrorCode;
 
@@ -163,10 +167,14 @@ struct  LlamaCluster__Join
    * fingerprint of the local model file, empty if none
    */
   char *model_fingerprint;
+  /*
+   * where the worker's data input listens, "tcp://HOST:PORT"
+   */
+  char *data_endpoint;
 };
 #define LLAMA_CLUSTER__JOIN__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&llama_cluster__join__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -201,10 +209,11 @@ struct  LlamaCluster__ModelHyperparameters
   uint32_t training_context_length;
   float rope_freq_base;
   float rms_norm_epsilon;
+  uint32_t rope_dimension_count;
 };
 #define LLAMA_CLUSTER__MODEL_HYPERPARAMETERS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&llama_cluster__model_hyperparameters__descriptor) \
-    , 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 /*
@@ -235,10 +244,18 @@ struct  LlamaCluster__ShardAssignment
    */
   protobuf_c_boolean stream_weights;
   LlamaCluster__ModelHyperparameters *hyperparameters;
+  /*
+   * frames carry it in step_id >> 40; others are dropped
+   */
+  uint32_t epoch;
+  /*
+   * most tokens in one frame
+   */
+  uint32_t max_batch;
 };
 #define LLAMA_CLUSTER__SHARD_ASSIGNMENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&llama_cluster__shard_assignment__descriptor) \
-    , 0, 0, (char *)protobuf_c_empty_string, LLAMA_CLUSTER__ACTIVATION_DTYPE__ACTIVATION_DTYPE_UNSPECIFIED, 0, 0, NULL, NULL, 0, NULL }
+    , 0, 0, (char *)protobuf_c_empty_string, LLAMA_CLUSTER__ACTIVATION_DTYPE__ACTIVATION_DTYPE_UNSPECIFIED, 0, 0, NULL, NULL, 0, NULL, 0, 0 }
 
 
 /*
@@ -253,10 +270,14 @@ struct  LlamaCluster__Ready
    */
   uint32_t layer_end;
   uint64_t resident_bytes;
+  /*
+   * the assignment's epoch this worker is ready for
+   */
+  uint32_t epoch;
 };
 #define LLAMA_CLUSTER__READY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&llama_cluster__ready__descriptor) \
-    , 0, 0, 0 }
+    , 0, 0, 0, 0 }
 
 
 /*
@@ -322,16 +343,19 @@ struct  LlamaCluster__ErrorReport
 struct  LlamaCluster__WeightRequest
 {
   ProtobufCMessage base;
-  size_t n_tensor_names;
-  char **tensor_names;
+  char *tensor_name;
   /*
-   * 0: the coordinator chooses
+   * 0: no data, only the tensor's type, shape and size
    */
   uint32_t max_chunk_bytes;
+  /*
+   * byte offset in the tensor of the chunk wanted
+   */
+  uint64_t offset;
 };
 #define LLAMA_CLUSTER__WEIGHT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&llama_cluster__weight_request__descriptor) \
-    , 0,NULL, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0 }
 
 
 /*
