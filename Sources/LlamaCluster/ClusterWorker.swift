@@ -320,12 +320,20 @@ public final class ClusterWorker: @unchecked Sendable {
             logger.error("rejected a frame of width \(frame.width); the model's width is \(slice.config.dim)")
             return
         }
+        guard frame.needLogits.isEmpty || frame.needLogits.count == frame.tokenCount else {
+            logger.error("rejected a frame with \(frame.needLogits.count) logits flags for \(frame.tokenCount) tokens")
+            return
+        }
         let t0 = DispatchTime.now().uptimeNanoseconds
+        // Work on a local frame: a stored property's parts cannot be borrowed separately.
+        var f = ActivationFrame()
+        swap(&f, &frame)
+        defer { swap(&f, &frame) }
         do {
-            let n = frame.tokenCount
-            try frame.values.withUnsafeMutableBufferPointer { v in
-                try frame.sequenceIDs.withUnsafeBufferPointer { ids in
-                    try frame.positions.withUnsafeBufferPointer { pos in
+            let n = f.tokenCount
+            try f.values.withUnsafeMutableBufferPointer { v in
+                try f.sequenceIDs.withUnsafeBufferPointer { ids in
+                    try f.positions.withUnsafeBufferPointer { pos in
                         try slice.forward(hidden: v.baseAddress!, count: n, sequenceIDs: ids, positions: pos)
                     }
                 }
@@ -334,12 +342,12 @@ public final class ClusterWorker: @unchecked Sendable {
             logger.error("rejected a frame: \(error)")
             return
         }
-        tokensProcessed.add(UInt64(frame.tokenCount), ordering: .relaxed)
-        if isLastStage, !frame.needLogits.isEmpty, frame.needLogits.contains(false) {
-            frame.keepOnly(tokensNeedingLogits: ())
+        tokensProcessed.add(UInt64(f.tokenCount), ordering: .relaxed)
+        if isLastStage, !f.needLogits.isEmpty, f.needLogits.contains(false) {
+            f.retainTokensNeedingLogits()
         }
-        frame.dtype = activationType
-        codec.encode(frame, into: &encoded)
+        f.dtype = activationType
+        codec.encode(f, into: &encoded)
         busyNanos.add(DispatchTime.now().uptimeNanoseconds - t0, ordering: .relaxed)
         do {
             try output?.send([encoded])
@@ -378,7 +386,7 @@ public final class ClusterWorker: @unchecked Sendable {
 
 extension ActivationFrame {
     /// Drops the tokens whose `needLogits` flag is false (the last stage sends back only those).
-    mutating func keepOnly(tokensNeedingLogits: Void) {
+    mutating func retainTokensNeedingLogits() {
         var w = 0
         for r in 0..<tokenCount where needLogits[r] {
             if w != r {

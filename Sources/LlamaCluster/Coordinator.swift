@@ -652,8 +652,9 @@ final class Scheduler {
             frame.dtype = c.manifest.activations == .f16 ? .f16 : .f32
             frame.values.removeAll(keepingCapacity: true)
             frame.values.append(contentsOf: repeatElement(0, count: n * c.config.dim))
+            let tokens = embedScratch
             do {
-                try embedScratch.withUnsafeBufferPointer { t in
+                try tokens.withUnsafeBufferPointer { t in
                     try frame.values.withUnsafeMutableBufferPointer { try c.head.embed(t, into: $0.baseAddress!) }
                 }
             } catch {
