@@ -371,11 +371,18 @@ LK_INLINE void lk_q6_K_unpack(const lk_block_q6_K *x, lk_q6_K_unpacked *u) {
     u->d = lk_h2f(x->d);
 }
 
+// vpdpwssd written out: the compiler would otherwise split it into vpmaddwd and
+// vpaddd under generic tuning.
+LK_INLINE __m512i lk_dpwssd(__m512i acc, __m512i a, __m512i b) {
+    __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+}
+
 // Integer sum_j scale_j * dot(q_j, a_j) over one super-block (16 lanes).
 LK_INLINE __m512i lk_k_dot(const __m512i *q, const __m512i *scales, const int8_t *a, __m512i acc) {
     for (int c = 0; c < 4; c++) {
         __m512i p = _mm512_maddubs_epi16(q[c], _mm512_loadu_si512(a + 64 * c));
-        acc = _mm512_dpwssd_epi32(acc, p, scales[c]);
+        acc = lk_dpwssd(acc, p, scales[c]);
     }
     return acc;
 }

@@ -9,10 +9,6 @@
 
 // MARK: - GGML block layouts
 
-#ifndef LK_X86_IMPLS
-#define LK_X86_IMPLS 1
-#endif
-
 #define LK_QK4_0 32
 #define LK_QK8_0 32
 #define LK_QK_K 256
@@ -165,6 +161,7 @@ typedef struct {
 } lk_impl;
 
 extern const lk_impl lk_impl_scalar;
-#if defined(__x86_64__) && LK_X86_IMPLS
+#if defined(__x86_64__)
+extern const lk_impl lk_impl_avx2;
 extern const lk_impl lk_impl_avx512;
 #endif

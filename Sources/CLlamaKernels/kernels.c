@@ -5,8 +5,6 @@
 
 #include <stdatomic.h>
 
-#define LK_AVX2_IMPL (&lk_impl_scalar)
-
 // MARK: - Instruction-set selection
 
 static int lk_detect_isa(void) {
@@ -62,10 +60,10 @@ const char *lk_isa_name(void) {
 }
 
 static const lk_impl *lk_impl_current(void) {
-#if defined(__x86_64__) && LK_X86_IMPLS
+#if defined(__x86_64__)
     switch (lk_isa_level()) {
     case LK_ISA_AVX512: return &lk_impl_avx512;
-    case LK_ISA_AVX2: return LK_AVX2_IMPL;
+    case LK_ISA_AVX2: return &lk_impl_avx2;
     default: break;
     }
 #endif
