@@ -244,26 +244,38 @@ LK_INLINE void lk_q8_gemm_tile(int RN, const lk_q8_panel *panel, int64_t ng, int
     }
 }
 
+// Activation rows are processed in blocks of about `budget` bytes per panel
+// width, so that a block stays in the L2 cache while every row tile reuses it.
+LK_INLINE int64_t lk_batch_block(int64_t bytes_per_row, int64_t granule, int64_t budget) {
+    int64_t rows = budget / (bytes_per_row > 0 ? bytes_per_row : 1);
+    rows = rows / granule * granule;
+    return rows < granule ? granule : rows;
+}
+
 static void lk_q8_gemm(int type, const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
                        float *out, int64_t os, int64_t row_begin, int64_t row_end) {
     const int64_t nb = n / 32;
     const int64_t groups = (nb + 3) / 4;
     _Alignas(64) lk_q8_panel panel[LK_GEMM_KC_GROUPS * LK_GEMM_RM];
-    for (int64_t r0 = row_begin; r0 < row_end; r0 += LK_GEMM_RM) {
-        int rows = row_end - r0 >= LK_GEMM_RM ? LK_GEMM_RM : (int)(row_end - r0);
-        for (int64_t g0 = 0; g0 < groups; g0 += LK_GEMM_KC_GROUPS) {
-            int64_t ng = groups - g0 < LK_GEMM_KC_GROUPS ? groups - g0 : LK_GEMM_KC_GROUPS;
-            lk_build_panels(type, (const uint8_t *)W, ws, nb, r0, rows, g0, ng, panel);
-            for (int64_t b0 = 0; b0 < nbatch; b0 += LK_GEMM_RN) {
-                lk_q8_act acts[LK_GEMM_RN];
-                int cols = nbatch - b0 >= LK_GEMM_RN ? LK_GEMM_RN : (int)(nbatch - b0);
-                for (int b = 0; b < cols; b++) acts[b] = lk_q8_act_at((const uint8_t *)xq + (size_t)(b0 + b) * xs, n);
-                float *o = out + b0 * os + r0;
-                switch (cols) {
-                case 4: lk_q8_gemm_tile(4, panel, ng, g0, acts, o, os, rows, g0 > 0); break;
-                case 3: lk_q8_gemm_tile(3, panel, ng, g0, acts, o, os, rows, g0 > 0); break;
-                case 2: lk_q8_gemm_tile(2, panel, ng, g0, acts, o, os, rows, g0 > 0); break;
-                default: lk_q8_gemm_tile(1, panel, ng, g0, acts, o, os, rows, g0 > 0); break;
+    const int64_t block = lk_batch_block(LK_GEMM_KC_GROUPS * 128, LK_GEMM_RN, 1 << 20);
+    for (int64_t bb = 0; bb < nbatch; bb += block) {
+        const int64_t bend = nbatch - bb < block ? nbatch : bb + block;
+        for (int64_t r0 = row_begin; r0 < row_end; r0 += LK_GEMM_RM) {
+            int rows = row_end - r0 >= LK_GEMM_RM ? LK_GEMM_RM : (int)(row_end - r0);
+            for (int64_t g0 = 0; g0 < groups; g0 += LK_GEMM_KC_GROUPS) {
+                int64_t ng = groups - g0 < LK_GEMM_KC_GROUPS ? groups - g0 : LK_GEMM_KC_GROUPS;
+                lk_build_panels(type, (const uint8_t *)W, ws, nb, r0, rows, g0, ng, panel);
+                for (int64_t b0 = bb; b0 < bend; b0 += LK_GEMM_RN) {
+                    lk_q8_act acts[LK_GEMM_RN];
+                    int cols = bend - b0 >= LK_GEMM_RN ? LK_GEMM_RN : (int)(bend - b0);
+                    for (int b = 0; b < cols; b++) acts[b] = lk_q8_act_at((const uint8_t *)xq + (size_t)(b0 + b) * xs, n);
+                    float *o = out + b0 * os + r0;
+                    switch (cols) {
+                    case 4: lk_q8_gemm_tile(4, panel, ng, g0, acts, o, os, rows, g0 > 0); break;
+                    case 3: lk_q8_gemm_tile(3, panel, ng, g0, acts, o, os, rows, g0 > 0); break;
+                    case 2: lk_q8_gemm_tile(2, panel, ng, g0, acts, o, os, rows, g0 > 0); break;
+                    default: lk_q8_gemm_tile(1, panel, ng, g0, acts, o, os, rows, g0 > 0); break;
+                    }
                 }
             }
         }
@@ -433,7 +445,7 @@ LK_INLINE void lk_q6_K_rows(int RM, int RN, const uint8_t *W, size_t ws, int64_t
         for (int r = 0; r < RM; r++) out[b * os + r] = _mm512_reduce_add_ps(acc[r][b]);
 }
 
-#define LK_K_MATMUL(name, rows_fn)                                                                       \
+#define LK_K_MATMUL_ROWS(name, rows_fn)                                                                       \
     static void name(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,     \
                      float *out, int64_t os, int64_t row_begin, int64_t row_end) {                       \
         const uint8_t *w = (const uint8_t *)W;                                                           \
@@ -465,8 +477,8 @@ LK_INLINE void lk_q6_K_rows(int RM, int RN, const uint8_t *W, size_t ws, int64_t
         }                                                                                                \
     }
 
-LK_K_MATMUL(matmul_q4_K_avx512, lk_q4_K_rows)
-LK_K_MATMUL(matmul_q6_K_avx512, lk_q6_K_rows)
+LK_K_MATMUL_ROWS(matmul_q4_K_rows_avx512, lk_q4_K_rows)
+LK_K_MATMUL_ROWS(matmul_q6_K_rows_avx512, lk_q6_K_rows)
 
 // MARK: - Float weights
 
@@ -504,9 +516,211 @@ LK_FLOAT_ROWS(lk_f32_rows, lk_load_f32)
 LK_FLOAT_ROWS(lk_f16_rows, lk_load_f16)
 LK_FLOAT_ROWS(lk_bf16_rows, lk_load_bf16)
 
-LK_K_MATMUL(matmul_f32_avx512, lk_f32_rows)
-LK_K_MATMUL(matmul_f16_avx512, lk_f16_rows)
-LK_K_MATMUL(matmul_bf16_avx512, lk_bf16_rows)
+LK_K_MATMUL_ROWS(matmul_f32_rows_avx512, lk_f32_rows)
+LK_K_MATMUL_ROWS(matmul_f16_rows_avx512, lk_f16_rows)
+LK_K_MATMUL_ROWS(matmul_bf16_rows_avx512, lk_bf16_rows)
+
+// MARK: - Q4_K and Q6_K: matrix-matrix with unpacked weight panels
+
+// One super-block of one weight row, unpacked for reuse across many activation
+// rows. The row's value is d * sum_j scale_j * dot(q_j, a_j) plus
+// dcorr * sum_k corr16_k * groupsum_k (Q4_K: the mins; Q6_K: -32 * scales).
+typedef struct {
+    __m512i q[4];
+    __m512i scales[4];
+    __m256i corr16;
+    float d, dcorr;
+    float pad[6];
+} lk_k_panel;
+
+#define LK_KGEMM_RM 4
+#define LK_KGEMM_RN 3
+#define LK_KGEMM_KC 16  // super-blocks per panel
+
+static void lk_build_k_panels(int type, const uint8_t *W, size_t ws, int64_t r0, int rows,
+                              int64_t s0, int64_t ns, lk_k_panel *panel) {
+    for (int r = 0; r < LK_KGEMM_RM; r++) {
+        for (int64_t s = 0; s < ns; s++) {
+            lk_k_panel *p = panel + s * LK_KGEMM_RM + r;
+            if (r >= rows) {
+                memset(p, 0, sizeof(*p));
+                continue;
+            }
+            const uint8_t *row = W + (size_t)(r0 + r) * ws;
+            if (type == LK_TYPE_Q4_K) {
+                lk_q4_K_unpacked u;
+                lk_q4_K_unpack((const lk_block_q4_K *)row + s0 + s, &u);
+                for (int c = 0; c < 4; c++) { p->q[c] = u.q[c]; p->scales[c] = u.scales[c]; }
+                p->corr16 = u.mins;
+                p->d = u.d;
+                p->dcorr = -u.dmin;
+            } else {
+                lk_q6_K_unpacked u;
+                lk_q6_K_unpack((const lk_block_q6_K *)row + s0 + s, &u);
+                for (int c = 0; c < 4; c++) { p->q[c] = u.q[c]; p->scales[c] = u.scales[c]; }
+                p->corr16 = _mm256_slli_epi16(u.scales16, 5);
+                p->d = u.d;
+                p->dcorr = -u.d;
+            }
+        }
+    }
+}
+
+LK_INLINE void lk_k_gemm_tile(int RN, const lk_k_panel *panel, int64_t ns, const uint8_t *const *acts,
+                              float *out, int64_t os, int rows, int accumulate) {
+    __m512 acc[LK_KGEMM_RM][LK_KGEMM_RN];
+    for (int r = 0; r < LK_KGEMM_RM; r++)
+        for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < ns; s++) {
+        const lk_k_panel *p = panel + s * LK_KGEMM_RM;
+        const lk_block_q8_K *y[LK_KGEMM_RN];
+        for (int b = 0; b < RN; b++) y[b] = (const lk_block_q8_K *)acts[b] + s;
+        __m512i dot[LK_KGEMM_RM][LK_KGEMM_RN];
+        for (int r = 0; r < LK_KGEMM_RM; r++)
+            for (int b = 0; b < RN; b++) dot[r][b] = _mm512_setzero_si512();
+        for (int c = 0; c < 4; c++) {
+            __m512i a[LK_KGEMM_RN];
+            for (int b = 0; b < RN; b++) a[b] = _mm512_loadu_si512(y[b]->qs + 64 * c);
+            for (int r = 0; r < LK_KGEMM_RM; r++) {
+                __m512i q = p[r].q[c];
+                for (int b = 0; b < RN; b++)
+                    dot[r][b] = lk_dpwssd(dot[r][b], _mm512_maddubs_epi16(q, a[b]), p[r].scales[c]);
+            }
+        }
+        for (int b = 0; b < RN; b++) {
+            __m256i bsums = _mm256_loadu_si256((const __m256i *)y[b]->bsums);
+            float da = y[b]->d;
+            for (int r = 0; r < LK_KGEMM_RM; r++) {
+                __m256 corr = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, p[r].corr16));
+                acc[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][b]), _mm512_set1_ps(p[r].d * da), acc[r][b]);
+                acc[r][b] = _mm512_fmadd_ps(_mm512_zextps256_ps512(corr), _mm512_set1_ps(p[r].dcorr * da), acc[r][b]);
+            }
+        }
+    }
+    for (int b = 0; b < RN; b++) {
+        for (int r = 0; r < rows; r++) {
+            float v = _mm512_reduce_add_ps(acc[r][b]);
+            float *o = out + b * os + r;
+            *o = accumulate ? *o + v : v;
+        }
+    }
+}
+
+static void lk_k_gemm(int type, const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                      float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+    const int64_t nsb = n / 256;
+    _Alignas(64) lk_k_panel panel[LK_KGEMM_KC * LK_KGEMM_RM];
+    const int64_t block = lk_batch_block(LK_KGEMM_KC * (int64_t)sizeof(lk_block_q8_K), LK_KGEMM_RN, 1 << 20);
+    for (int64_t bb = 0; bb < nbatch; bb += block) {
+        const int64_t bend = nbatch - bb < block ? nbatch : bb + block;
+        for (int64_t r0 = row_begin; r0 < row_end; r0 += LK_KGEMM_RM) {
+            int rows = row_end - r0 >= LK_KGEMM_RM ? LK_KGEMM_RM : (int)(row_end - r0);
+            for (int64_t s0 = 0; s0 < nsb; s0 += LK_KGEMM_KC) {
+                int64_t ns = nsb - s0 < LK_KGEMM_KC ? nsb - s0 : LK_KGEMM_KC;
+                lk_build_k_panels(type, (const uint8_t *)W, ws, r0, rows, s0, ns, panel);
+                for (int64_t b0 = bb; b0 < bend; b0 += LK_KGEMM_RN) {
+                    const uint8_t *acts[LK_KGEMM_RN];
+                    int cols = bend - b0 >= LK_KGEMM_RN ? LK_KGEMM_RN : (int)(bend - b0);
+                    for (int b = 0; b < cols; b++)
+                        acts[b] = (const uint8_t *)xq + (size_t)(b0 + b) * xs + (size_t)s0 * sizeof(lk_block_q8_K);
+                    float *o = out + b0 * os + r0;
+                    switch (cols) {
+                    case 3: lk_k_gemm_tile(3, panel, ns, acts, o, os, rows, s0 > 0); break;
+                    case 2: lk_k_gemm_tile(2, panel, ns, acts, o, os, rows, s0 > 0); break;
+                    default: lk_k_gemm_tile(1, panel, ns, acts, o, os, rows, s0 > 0); break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// MARK: - Float weights: matrix-matrix with converted weight panels
+
+#define LK_FGEMM_RM 4
+#define LK_FGEMM_RN 6
+#define LK_FGEMM_KC 1024
+// Panel row stride, padded so the rows do not share cache sets.
+#define LK_FGEMM_STRIDE (LK_FGEMM_KC + 16)
+
+LK_INLINE void lk_f_gemm_tile(int RN, const float *panel, int64_t kc, const float *const *acts,
+                              float *out, int64_t os, int rows, int accumulate) {
+    __m512 acc[LK_FGEMM_RM][LK_FGEMM_RN];
+    for (int r = 0; r < LK_FGEMM_RM; r++)
+        for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < kc; i += 16) {
+        __mmask16 m = kc - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (kc - i)) - 1);
+        __m512 x[LK_FGEMM_RN];
+        for (int b = 0; b < RN; b++) x[b] = _mm512_maskz_loadu_ps(m, acts[b] + i);
+        for (int r = 0; r < LK_FGEMM_RM; r++) {
+            __m512 w = _mm512_load_ps(panel + r * LK_FGEMM_STRIDE + i);
+            for (int b = 0; b < RN; b++) acc[r][b] = _mm512_fmadd_ps(w, x[b], acc[r][b]);
+        }
+    }
+    for (int b = 0; b < RN; b++) {
+        for (int r = 0; r < rows; r++) {
+            float v = _mm512_reduce_add_ps(acc[r][b]);
+            float *o = out + b * os + r;
+            *o = accumulate ? *o + v : v;
+        }
+    }
+}
+
+static void lk_f_gemm(int type, const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                      float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+    _Alignas(64) float panel[LK_FGEMM_RM * LK_FGEMM_STRIDE];
+    const int64_t block = lk_batch_block(LK_FGEMM_KC * (int64_t)sizeof(float), LK_FGEMM_RN, 1 << 18);
+    for (int64_t bb = 0; bb < nbatch; bb += block) {
+        const int64_t bend = nbatch - bb < block ? nbatch : bb + block;
+        for (int64_t r0 = row_begin; r0 < row_end; r0 += LK_FGEMM_RM) {
+            int rows = row_end - r0 >= LK_FGEMM_RM ? LK_FGEMM_RM : (int)(row_end - r0);
+            for (int64_t k0 = 0; k0 < n; k0 += LK_FGEMM_KC) {
+                int64_t kc = n - k0 < LK_FGEMM_KC ? n - k0 : LK_FGEMM_KC;
+                for (int r = 0; r < LK_FGEMM_RM; r++) {
+                    float *dst = panel + r * LK_FGEMM_STRIDE;
+                    const uint8_t *row = (const uint8_t *)W + (size_t)(r0 + (r < rows ? r : 0)) * ws;
+                    for (int64_t i = 0; i < kc; i += 16) {
+                        __mmask16 m = kc - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (kc - i)) - 1);
+                        __m512 v = type == LK_TYPE_F32 ? lk_load_f32(row, k0 + i, m)
+                                 : type == LK_TYPE_F16 ? lk_load_f16(row, k0 + i, m) : lk_load_bf16(row, k0 + i, m);
+                        _mm512_store_ps(dst + i, r < rows ? v : _mm512_setzero_ps());
+                    }
+                }
+                for (int64_t b0 = bb; b0 < bend; b0 += LK_FGEMM_RN) {
+                    const float *acts[LK_FGEMM_RN];
+                    int cols = bend - b0 >= LK_FGEMM_RN ? LK_FGEMM_RN : (int)(bend - b0);
+                    for (int b = 0; b < cols; b++)
+                        acts[b] = (const float *)((const uint8_t *)xq + (size_t)(b0 + b) * xs) + k0;
+                    float *o = out + b0 * os + r0;
+                    switch (cols) {
+                    case 6: lk_f_gemm_tile(6, panel, kc, acts, o, os, rows, k0 > 0); break;
+                    case 5: lk_f_gemm_tile(5, panel, kc, acts, o, os, rows, k0 > 0); break;
+                    case 4: lk_f_gemm_tile(4, panel, kc, acts, o, os, rows, k0 > 0); break;
+                    case 3: lk_f_gemm_tile(3, panel, kc, acts, o, os, rows, k0 > 0); break;
+                    case 2: lk_f_gemm_tile(2, panel, kc, acts, o, os, rows, k0 > 0); break;
+                    default: lk_f_gemm_tile(1, panel, kc, acts, o, os, rows, k0 > 0); break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Small batches use the row kernels, larger ones the panel kernels.
+#define LK_DISPATCH(name, rows_fn, gemm, type)                                                         \
+    static void name(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,   \
+                     float *out, int64_t os, int64_t row_begin, int64_t row_end) {                     \
+        if (nbatch > LK_GEMV_MAX_BATCH)                                                                \
+            gemm(type, W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);                         \
+        else                                                                                           \
+            rows_fn(W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);                            \
+    }
+
+LK_DISPATCH(matmul_q4_K_avx512, matmul_q4_K_rows_avx512, lk_k_gemm, LK_TYPE_Q4_K)
+LK_DISPATCH(matmul_q6_K_avx512, matmul_q6_K_rows_avx512, lk_k_gemm, LK_TYPE_Q6_K)
+LK_DISPATCH(matmul_f32_avx512, matmul_f32_rows_avx512, lk_f_gemm, LK_TYPE_F32)
+LK_DISPATCH(matmul_f16_avx512, matmul_f16_rows_avx512, lk_f_gemm, LK_TYPE_F16)
+LK_DISPATCH(matmul_bf16_avx512, matmul_bf16_rows_avx512, lk_f_gemm, LK_TYPE_BF16)
 
 // MARK: - Vector helpers
 

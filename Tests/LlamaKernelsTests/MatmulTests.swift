@@ -134,6 +134,27 @@ struct MatmulTests {
         KernelISA.force(KernelISA.best)
     }
 
+    /// Batches larger than the kernels' activation blocks and rows longer than
+    /// their weight panels, so every blocking boundary is crossed.
+    @Test("large batches and long rows match the reference", arguments: weightTypes)
+    func largeShapes(type: GGMLType) {
+        let rows = 9, cols = 4608, batch = 300
+        let product = ProductCase(type: type, rows: rows, cols: cols, batch: batch, seed: 4242 + UInt64(type.rawValue))
+        for level in KernelISA.available {
+            KernelISA.force(level)
+            let out = product.kernelOutput()
+            var failures = 0
+            for b in 0..<batch {
+                for r in 0..<rows {
+                    let tight = product.reference(product.inputDecoded, b: b, r: r)
+                    if !(abs(Double(out[b * rows + r]) - tight.value) <= 3e-6 * tight.magnitude + 1e-7) { failures += 1 }
+                }
+            }
+            #expect(failures == 0, "\(type) \(level): \(failures) outputs off")
+        }
+        KernelISA.force(KernelISA.best)
+    }
+
     @Test("a row range writes exactly those rows", arguments: [GGMLType.q4_0, .q8_0, .q4_K, .q6_K, .f16])
     func rowRange(type: GGMLType) {
         let cols = type.blockSize == 256 ? 512 : 128
