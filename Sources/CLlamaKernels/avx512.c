@@ -98,60 +98,82 @@ LK_INLINE void lk_q8_0_group(const lk_block_q8_0 *x, int count, __m512i *lo, __m
 
 // MARK: - Q4_0 and Q8_0: matrix-vector (one activation row)
 
-// Q4_0 rows r0..r0+RM-1 times one activation row.
+// Software prefetch distances along each weight row streamed by a row kernel
+// (about a dozen steps ahead); the hardware prefetcher alone falls well short
+// on several interleaved row streams.
+#define LK_PREFETCH_Q4_0 768
+#define LK_PREFETCH_Q8_0 1536
+#define LK_PREFETCH_K 1536
+
+// Q4_0 rows r..r+RM-1 times one activation row: group g (of `count` blocks).
+LK_INLINE void lk_q4_0_gemv_group(int RM, const uint8_t *W, size_t ws, lk_q8_act a, int64_t g, int count, __m512 *acc) {
+    __m512i a0 = _mm512_loadu_si512(a.quants + 128 * g);
+    __m512i a1 = _mm512_loadu_si512(a.quants + 128 * g + 64);
+    // Nibbles are unsigned (q + 8): subtract 8 * block sum, spread as 2 * sum per lane.
+    __m128i sums = _mm_loadu_si128((const __m128i *)(a.sums + 4 * g));
+    __m512i corr = _mm512_permutexvar_epi32(LK_IDX_REPEAT4,
+                       _mm512_castsi128_si512(_mm_sub_epi32(_mm_setzero_si128(), _mm_slli_epi32(sums, 1))));
+    __m512 da = lk_expand4_ps(_mm_loadu_ps(a.scales + 4 * g));
+    for (int r = 0; r < RM; r++) {
+        const lk_block_q4_0 *x = (const lk_block_q4_0 *)(W + (size_t)r * ws) + 4 * g;
+        _mm_prefetch((const char *)x + LK_PREFETCH_Q4_0, _MM_HINT_T0);
+        __m512i lo, hi;
+        __m512 dw;
+        lk_q4_0_group(x, count, &lo, &hi, &dw);
+        __m512i t = _mm512_dpbusd_epi32(corr, lo, a0);
+        t = _mm512_dpbusd_epi32(t, hi, a1);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(dw, da), acc[r]);
+    }
+}
+
+static __attribute__((noinline)) void lk_q4_0_gemv_tail(int RM, const uint8_t *W, size_t ws, lk_q8_act a,
+                                                        int64_t g, int count, __m512 *acc) {
+    lk_q4_0_gemv_group(RM, W, ws, a, g, count, acc);
+}
+
 LK_INLINE void lk_q4_0_gemv_rows(int RM, const uint8_t *W, size_t ws, int64_t n, lk_q8_act a, float *out) {
     const int64_t nb = n / 32;
     const int64_t full = nb / 4;
     __m512 acc[4];
     for (int r = 0; r < RM; r++) acc[r] = _mm512_setzero_ps();
-    for (int64_t g = 0; g <= full; g++) {
-        int count = g < full ? 4 : (int)(nb - 4 * full);
-        if (count == 0) break;
-        __m512i a0 = _mm512_loadu_si512(a.quants + 128 * g);
-        __m512i a1 = _mm512_loadu_si512(a.quants + 128 * g + 64);
-        // Nibbles are unsigned (q + 8): subtract 8 * block sum, spread as 2 * sum per lane.
-        __m128i sums = _mm_loadu_si128((const __m128i *)(a.sums + 4 * g));
-        __m512i corr = _mm512_permutexvar_epi32(LK_IDX_REPEAT4,
-                           _mm512_castsi128_si512(_mm_sub_epi32(_mm_setzero_si128(), _mm_slli_epi32(sums, 1))));
-        __m512 da = lk_expand4_ps(_mm_loadu_ps(a.scales + 4 * g));
-        for (int r = 0; r < RM; r++) {
-            const lk_block_q4_0 *x = (const lk_block_q4_0 *)(W + (size_t)r * ws) + 4 * g;
-            __m512i lo, hi;
-            __m512 dw;
-            lk_q4_0_group(x, count, &lo, &hi, &dw);
-            __m512i t = _mm512_dpbusd_epi32(corr, lo, a0);
-            t = _mm512_dpbusd_epi32(t, hi, a1);
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(dw, da), acc[r]);
-        }
-    }
+    for (int64_t g = 0; g < full; g++) lk_q4_0_gemv_group(RM, W, ws, a, g, 4, acc);
+    if (nb > 4 * full) lk_q4_0_gemv_tail(RM, W, ws, a, full, (int)(nb - 4 * full), acc);
     for (int r = 0; r < RM; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
 // Q8_0 rows times one activation row. The activations are made unsigned
 // (a + 128) and the weights' contribution 128 * sum(w) is subtracted.
+LK_INLINE void lk_q8_0_gemv_group(int RM, const uint8_t *W, size_t ws, lk_q8_act a, int64_t g, int count, __m512 *acc) {
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    __m512i a0 = _mm512_xor_si512(_mm512_loadu_si512(a.quants + 128 * g), bias);
+    __m512i a1 = _mm512_xor_si512(_mm512_loadu_si512(a.quants + 128 * g + 64), bias);
+    __m512 da = lk_expand4_ps(_mm_loadu_ps(a.scales + 4 * g));
+    for (int r = 0; r < RM; r++) {
+        const lk_block_q8_0 *x = (const lk_block_q8_0 *)(W + (size_t)r * ws) + 4 * g;
+        _mm_prefetch((const char *)x + LK_PREFETCH_Q8_0, _MM_HINT_T0);
+        _mm_prefetch((const char *)x + LK_PREFETCH_Q8_0 + 64, _MM_HINT_T0);
+        __m512i lo, hi;
+        __m512 dw;
+        lk_q8_0_group(x, count, &lo, &hi, &dw);
+        __m512i wsum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, lo), bias, hi);
+        __m512i t = _mm512_dpbusd_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), wsum), a0, lo);
+        t = _mm512_dpbusd_epi32(t, a1, hi);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(dw, da), acc[r]);
+    }
+}
+
+static __attribute__((noinline)) void lk_q8_0_gemv_tail(int RM, const uint8_t *W, size_t ws, lk_q8_act a,
+                                                        int64_t g, int count, __m512 *acc) {
+    lk_q8_0_gemv_group(RM, W, ws, a, g, count, acc);
+}
+
 LK_INLINE void lk_q8_0_gemv_rows(int RM, const uint8_t *W, size_t ws, int64_t n, lk_q8_act a, float *out) {
     const int64_t nb = n / 32;
     const int64_t full = nb / 4;
-    const __m512i bias = _mm512_set1_epi8((char)0x80);
     __m512 acc[4];
     for (int r = 0; r < RM; r++) acc[r] = _mm512_setzero_ps();
-    for (int64_t g = 0; g <= full; g++) {
-        int count = g < full ? 4 : (int)(nb - 4 * full);
-        if (count == 0) break;
-        __m512i a0 = _mm512_xor_si512(_mm512_loadu_si512(a.quants + 128 * g), bias);
-        __m512i a1 = _mm512_xor_si512(_mm512_loadu_si512(a.quants + 128 * g + 64), bias);
-        __m512 da = lk_expand4_ps(_mm_loadu_ps(a.scales + 4 * g));
-        for (int r = 0; r < RM; r++) {
-            const lk_block_q8_0 *x = (const lk_block_q8_0 *)(W + (size_t)r * ws) + 4 * g;
-            __m512i lo, hi;
-            __m512 dw;
-            lk_q8_0_group(x, count, &lo, &hi, &dw);
-            __m512i wsum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, lo), bias, hi);
-            __m512i t = _mm512_dpbusd_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), wsum), a0, lo);
-            t = _mm512_dpbusd_epi32(t, a1, hi);
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(dw, da), acc[r]);
-        }
-    }
+    for (int64_t g = 0; g < full; g++) lk_q8_0_gemv_group(RM, W, ws, a, g, 4, acc);
+    if (nb > 4 * full) lk_q8_0_gemv_tail(RM, W, ws, a, full, (int)(nb - 4 * full), acc);
     for (int r = 0; r < RM; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
@@ -406,8 +428,10 @@ LK_INLINE void lk_q4_K_rows(int RM, int RN, const uint8_t *W, size_t ws, int64_t
         for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / 256; i++) {
         for (int r = 0; r < RM; r++) {
+            const lk_block_q4_K *x = (const lk_block_q4_K *)(W + (size_t)r * ws) + i;
+            for (int line = 0; line < 3; line++) _mm_prefetch((const char *)x + LK_PREFETCH_K + 64 * line, _MM_HINT_T0);
             lk_q4_K_unpacked u;
-            lk_q4_K_unpack((const lk_block_q4_K *)(W + (size_t)r * ws) + i, &u);
+            lk_q4_K_unpack(x, &u);
             for (int b = 0; b < RN; b++) {
                 const lk_block_q8_K *y = (const lk_block_q8_K *)(xq + (size_t)b * xs) + i;
                 __m512i dot = lk_k_dot(u.q, u.scales, y->qs, _mm512_setzero_si512());
@@ -429,8 +453,10 @@ LK_INLINE void lk_q6_K_rows(int RM, int RN, const uint8_t *W, size_t ws, int64_t
         for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / 256; i++) {
         for (int r = 0; r < RM; r++) {
+            const lk_block_q6_K *x = (const lk_block_q6_K *)(W + (size_t)r * ws) + i;
+            for (int line = 0; line < 4; line++) _mm_prefetch((const char *)x + LK_PREFETCH_K + 64 * line, _MM_HINT_T0);
             lk_q6_K_unpacked u;
-            lk_q6_K_unpack((const lk_block_q6_K *)(W + (size_t)r * ws) + i, &u);
+            lk_q6_K_unpack(x, &u);
             for (int b = 0; b < RN; b++) {
                 const lk_block_q8_K *y = (const lk_block_q8_K *)(xq + (size_t)b * xs) + i;
                 // Quants are stored as q + 32: start from -32 * sum_j scale_j * groupsum_j.
