@@ -352,17 +352,25 @@ typedef struct {
     float d, dmin;
 } lk_q4_K_unpacked;
 
+// The eight 6-bit scales and eight 6-bit mins of a Q4_K block as 16 bytes,
+// computed in vector registers (scalar code would go through memory and stall
+// on store forwarding).
+LK_INLINE __m128i lk_q4_K_scale_bytes(const lk_block_q4_K *x) {
+    // Words s0, s1, s2 of the packed bytes (the fourth word is qs, ignored).
+    __m128i v = _mm_loadu_si128((const __m128i *)x->scales);
+    __m128i a = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0));  // s0, s2, s1, s2
+    __m128i b = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));  // s0, s0, s1, s1
+    // scales 0..3 = s0 & 3f; scales 4..7 = (s2 & 0f) | (s0 >> 6 & 3) << 4;
+    // mins 0..3 = s1 & 3f;   mins 4..7 = (s2 >> 4 & 0f) | (s1 >> 6 & 3) << 4.
+    __m128i low = _mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+                                _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    __m128i high = _mm_and_si128(_mm_srli_epi32(b, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(low, high);
+}
+
 LK_INLINE void lk_q4_K_unpack(const lk_block_q4_K *x, lk_q4_K_unpacked *u) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    uint32_t s[4];
-    memcpy(s, x->scales, 12);
-    s[3] = ((s[2] >> 4) & 0x0f0f0f0f) | (((s[1] >> 6) & 0x03030303) << 4);
-    uint32_t mins_low = s[1] & 0x3f3f3f3f;
-    s[1] = (s[2] & 0x0f0f0f0f) | (((s[0] >> 6) & 0x03030303) << 4);
-    s[2] = mins_low;
-    s[0] &= 0x3f3f3f3f;
-    __m128i bytes = _mm_loadu_si128((const __m128i *)s);  // scales 0..7, mins 0..7
-    __m512i words = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(bytes));
+    __m512i words = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(lk_q4_K_scale_bytes(x)));
     for (int c = 0; c < 4; c++) {
         __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
         u->q[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(q, m4)),
