@@ -454,6 +454,54 @@ LK_INLINE void lk_q4_K_rows(int RM, int RN, const uint8_t *W, size_t ws, int64_t
         for (int r = 0; r < RM; r++) out[b * os + r] = _mm512_reduce_add_ps(acc[r][b]);
 }
 
+// Q4_K rows times one activation row. Each 64-byte load of quants covers two
+// 32-byte chunks; their low nibbles (sub-blocks 4p and 4p + 2) and high
+// nibbles (4p + 1 and 4p + 3) meet activations rearranged to match, once per
+// super-block for all rows.
+LK_INLINE __m512i lk_word_pair_index(int first, int second) {
+    return _mm512_inserti64x4(_mm512_set1_epi16((short)first), _mm256_set1_epi16((short)second), 1);
+}
+
+LK_INLINE void lk_q4_K_gemv_rows(int RM, const uint8_t *W, size_t ws, int64_t n, const uint8_t *xq, float *out) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m256i min_index = _mm256_setr_epi16(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    __m512 acc[4];
+    for (int r = 0; r < RM; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        const lk_block_q8_K *y = (const lk_block_q8_K *)xq + i;
+        __m512i alo[2], ahi[2];
+        for (int p = 0; p < 2; p++) {
+            const int8_t *a = y->qs + 128 * p;
+            alo[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
+                                        _mm256_loadu_si256((const __m256i *)(a + 64)), 1);
+            ahi[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a + 32))),
+                                        _mm256_loadu_si256((const __m256i *)(a + 96)), 1);
+        }
+        __m256i bsums = _mm256_loadu_si256((const __m256i *)y->bsums);
+        for (int r = 0; r < RM; r++) {
+            const lk_block_q4_K *x = (const lk_block_q4_K *)(W + (size_t)r * ws) + i;
+            for (int line = 0; line < 3; line++) _mm_prefetch((const char *)x + LK_PREFETCH_K + 64 * line, _MM_HINT_T0);
+            __m512i words = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(lk_q4_K_scale_bytes(x)));
+            __m512i dot_lo = _mm512_setzero_si512(), dot_hi = _mm512_setzero_si512();
+            for (int p = 0; p < 2; p++) {
+                __m512i z = _mm512_loadu_si512(x->qs + 64 * p);
+                __m512i lo = _mm512_and_si512(z, m4);
+                __m512i hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
+                dot_lo = lk_dpwssd(dot_lo, _mm512_maddubs_epi16(lo, alo[p]),
+                                   _mm512_permutexvar_epi16(lk_word_pair_index(4 * p, 4 * p + 2), words));
+                dot_hi = lk_dpwssd(dot_hi, _mm512_maddubs_epi16(hi, ahi[p]),
+                                   _mm512_permutexvar_epi16(lk_word_pair_index(4 * p + 1, 4 * p + 3), words));
+            }
+            __m512i dot = _mm512_add_epi32(dot_lo, dot_hi);
+            __m256i mins = _mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_castsi256_si512(min_index), words));
+            __m256 m = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(lk_h2f(x->d) * y->d), acc[r]);
+            acc[r] = _mm512_fmadd_ps(_mm512_zextps256_ps512(m), _mm512_set1_ps(-lk_h2f(x->dmin) * y->d), acc[r]);
+        }
+    }
+    for (int r = 0; r < RM; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
 LK_INLINE void lk_q6_K_rows(int RM, int RN, const uint8_t *W, size_t ws, int64_t n,
                             const uint8_t *xq, size_t xs, float *out, int64_t os) {
     __m512 acc[4][4];
@@ -750,7 +798,19 @@ static void lk_f_gemm(int type, const void *W, size_t ws, int64_t n, const void 
             rows_fn(W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);                            \
     }
 
-LK_DISPATCH(matmul_q4_K_avx512, matmul_q4_K_rows_avx512, lk_k_gemm, LK_TYPE_Q4_K)
+static void matmul_q4_K_small_avx512(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                                     float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+    if (nbatch != 1) {
+        matmul_q4_K_rows_avx512(W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);
+        return;
+    }
+    const uint8_t *w = (const uint8_t *)W;
+    int64_t r = row_begin;
+    for (; r + 4 <= row_end; r += 4) lk_q4_K_gemv_rows(4, w + (size_t)r * ws, ws, n, (const uint8_t *)xq, out + r);
+    for (; r < row_end; r++) lk_q4_K_gemv_rows(1, w + (size_t)r * ws, ws, n, (const uint8_t *)xq, out + r);
+}
+
+LK_DISPATCH(matmul_q4_K_avx512, matmul_q4_K_small_avx512, lk_k_gemm, LK_TYPE_Q4_K)
 LK_DISPATCH(matmul_q6_K_avx512, matmul_q6_K_rows_avx512, lk_k_gemm, LK_TYPE_Q6_K)
 LK_DISPATCH(matmul_f32_avx512, matmul_f32_rows_avx512, lk_f_gemm, LK_TYPE_F32)
 LK_DISPATCH(matmul_f16_avx512, matmul_f16_rows_avx512, lk_f_gemm, LK_TYPE_F16)
