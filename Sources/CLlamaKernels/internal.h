@@ -9,10 +9,6 @@
 
 // MARK: - GGML block layouts
 
-#ifndef LK_X86_IMPLS
-#define LK_X86_IMPLS 0
-#endif
-
 #define LK_QK4_0 32
 #define LK_QK8_0 32
 #define LK_QK_K 256
@@ -55,32 +51,34 @@ _Static_assert(sizeof(lk_block_q8_K) == 292, "Q8_K block size");
 
 // MARK: - Activation row layout
 //
-// Q8_0 activations (for Q4_0 and Q8_0 weights): nb = n / 32 GGML Q8_0 blocks,
-// then (16-byte aligned offset) an auxiliary copy of the quants arranged for
-// 512-bit loads, then nb float scales, then nb int32 block sums.
-//
-// For Q4_0 weights each group of four blocks b0..b3 (128 bytes) of the
-// auxiliary copy is stored as [b0 0..15, b1 0..15, b2 0..15, b3 0..15,
-// b0 16..31, ..., b3 16..31], the order in which Q4_0 nibbles unpack; for Q8_0
-// weights the quants are stored contiguously in natural order. A trailing group
-// of fewer than four blocks is padded with zeros.
+// Q8_0 activations (for Q4_0 and Q8_0 weights), with nb = n / 32 blocks in
+// G = ceil(nb / 4) groups of four:
+//   - nb GGML Q8_0 blocks;
+//   - at the next 64-byte boundary, a copy of the quants for 512-bit loads: each
+//     group of four blocks b0..b3 is stored as 128 bytes [b0 0..15, b1 0..15,
+//     b2 0..15, b3 0..15, b0 16..31, b1 16..31, b2 16..31, b3 16..31], the order
+//     in which Q4_0 nibbles unpack;
+//   - 4G float block scales;
+//   - 4G int32 block sums of the quants.
+// Blocks past nb in the last group are zero everywhere.
 //
 // Q8_K activations (for Q4_K and Q6_K): plain GGML Q8_K blocks.
 
-static inline size_t lk_align16(size_t x) { return (x + 15) & ~(size_t)15; }
+static inline size_t lk_align64(size_t x) { return (x + 63) & ~(size_t)63; }
+
+static inline int64_t lk_q8_act_groups(int64_t n) { return (n / 32 + 3) / 4; }
 
 static inline size_t lk_q8_act_aux_offset(int64_t n) {
-    return lk_align16((size_t)(n / 32) * sizeof(lk_block_q8_0));
+    return lk_align64((size_t)(n / 32) * sizeof(lk_block_q8_0));
 }
 static inline size_t lk_q8_act_scales_offset(int64_t n) {
-    int64_t groups = (n / 32 + 3) / 4;
-    return lk_q8_act_aux_offset(n) + (size_t)groups * 128;
+    return lk_q8_act_aux_offset(n) + (size_t)lk_q8_act_groups(n) * 128;
 }
 static inline size_t lk_q8_act_sums_offset(int64_t n) {
-    return lk_q8_act_scales_offset(n) + (size_t)(n / 32) * sizeof(float);
+    return lk_q8_act_scales_offset(n) + (size_t)lk_q8_act_groups(n) * 4 * sizeof(float);
 }
 static inline size_t lk_q8_act_size(int64_t n) {
-    return lk_align16(lk_q8_act_sums_offset(n) + (size_t)(n / 32) * sizeof(int32_t));
+    return lk_align64(lk_q8_act_sums_offset(n) + (size_t)lk_q8_act_groups(n) * 4 * sizeof(int32_t));
 }
 
 // MARK: - Scalar half and bfloat conversions
@@ -163,7 +161,7 @@ typedef struct {
 } lk_impl;
 
 extern const lk_impl lk_impl_scalar;
-#if defined(__x86_64__) && LK_X86_IMPLS
+#if defined(__x86_64__)
 extern const lk_impl lk_impl_avx2;
 extern const lk_impl lk_impl_avx512;
 #endif

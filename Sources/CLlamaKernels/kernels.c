@@ -10,9 +10,10 @@
 static int lk_detect_isa(void) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    int has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    int has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     int has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                     __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+                     __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                     __builtin_cpu_supports("avx512vnni");
     if (has_avx512) return LK_ISA_AVX512;
     if (has_avx2) return LK_ISA_AVX2;
 #endif
@@ -59,7 +60,7 @@ const char *lk_isa_name(void) {
 }
 
 static const lk_impl *lk_impl_current(void) {
-#if defined(__x86_64__) && LK_X86_IMPLS
+#if defined(__x86_64__)
     switch (lk_isa_level()) {
     case LK_ISA_AVX512: return &lk_impl_avx512;
     case LK_ISA_AVX2: return &lk_impl_avx2;
@@ -391,21 +392,19 @@ void lk_quantize_activations(int weight_type, const float *x, void *dst, int64_t
         int8_t *aux = (int8_t *)(base + lk_q8_act_aux_offset(n));
         float *scales = (float *)(base + lk_q8_act_scales_offset(n));
         int32_t *sums = (int32_t *)(base + lk_q8_act_sums_offset(n));
-        int64_t groups = (nb + 3) / 4;
+        int64_t groups = lk_q8_act_groups(n);
         memset(aux, 0, (size_t)groups * 128);
+        memset(scales, 0, (size_t)groups * 4 * sizeof(float));
+        memset(sums, 0, (size_t)groups * 4 * sizeof(int32_t));
         for (int64_t i = 0; i < nb; i++) {
             const int8_t *q = blocks[i].qs;
             int32_t sum = 0;
             for (int j = 0; j < 32; j++) sum += q[j];
             sums[i] = sum;
             scales[i] = lk_half_to_float(blocks[i].d);
-            if (weight_type == LK_TYPE_Q4_0) {
-                int8_t *g = aux + (i / 4) * 128 + (i % 4) * 16;
-                memcpy(g, q, 16);
-                memcpy(g + 64, q + 16, 16);
-            } else {
-                memcpy(aux + i * 32, q, 32);
-            }
+            int8_t *g = aux + (i / 4) * 128 + (i % 4) * 16;
+            memcpy(g, q, 16);
+            memcpy(g + 64, q + 16, 16);
         }
         break;
     }

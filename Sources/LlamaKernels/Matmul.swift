@@ -154,11 +154,7 @@ public func matmulPair(
 ) {
     precondition(w1.cols == w2.cols, "matmulPair: the weights have different input widths")
     if batch <= 0 { return }
-    // Q8_0 activations carry a weight-type-specific auxiliary layout, so Q4_0 and
-    // Q8_0 weights cannot share them.
-    let dotType1 = lk_vec_dot_type(Int32(w1.type.rawValue))
-    let dotType2 = lk_vec_dot_type(Int32(w2.type.rawValue))
-    let sameEncoding = w1.type == w2.type || (dotType1 == dotType2 && dotType1 != Int32(GGMLType.q8_0.rawValue))
+    let sameEncoding = lk_vec_dot_type(Int32(w1.type.rawValue)) == lk_vec_dot_type(Int32(w2.type.rawValue))
     guard sameEncoding else {
         matmul(w1, input: input, batch: batch, output: output1, pool: pool, scratch: scratch)
         matmul(w2, input: input, batch: batch, output: output2, pool: pool, scratch: scratch)

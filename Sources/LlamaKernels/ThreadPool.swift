@@ -155,13 +155,22 @@ private final class PoolState: @unchecked Sendable {
             }
             // The chunk belongs to `generation`, whose loop cannot finish before
             // this chunk is reported, so its parameters are still in place.
-            let begin = chunk * chunkSize
-            let end = min(begin + chunkSize, count)
-            let body = self.body!
-            for index in begin..<end { body(index) }
+            runChunk(chunk)
             finishedChunks.add(1, ordering: .releasing)
             current = cursor.load(ordering: .acquiring)
         }
+    }
+
+    /// Runs the indices of one chunk. Not inlined, so that this thread's
+    /// reference to the loop body is released before the chunk is reported
+    /// finished (the owner's non-escaping closure must be unreferenced when
+    /// its loop returns).
+    @inline(never)
+    func runChunk(_ chunk: Int) {
+        let begin = chunk * chunkSize
+        let end = min(begin + chunkSize, count)
+        let body = self.body!
+        for index in begin..<end { body(index) }
     }
 
     /// Worker side: waits for new generations and helps with them until shutdown.

@@ -108,8 +108,9 @@ struct MatmulTests {
     func matchesReference(type: GGMLType) {
         var seed: UInt64 = 1000 + UInt64(type.rawValue)
         for shape in Self.shapes {
-            let cols = type.blockSize == 256 ? shape.cols256 : shape.cols32
-            for batch in [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 16, 17] where shape.rows * batch <= 70 * 6 || batch <= 2 {
+            // Float weights take any width: use widths that are not multiples of the vector size.
+            let cols = type.blockSize == 256 ? shape.cols256 : type.blockSize == 32 ? shape.cols32 : shape.cols32 + 5
+            for batch in 1...17 where shape.rows < 70 || batch <= 6 || batch == 17 {
                 seed += 1
                 let product = ProductCase(type: type, rows: shape.rows, cols: cols, batch: batch, seed: seed)
                 for level in KernelISA.available {
@@ -130,6 +131,27 @@ struct MatmulTests {
                     #expect(looseFailures == 0, "\(type) \(level) \(shape.rows)x\(cols) batch \(batch): \(looseFailures) outputs beyond the encoding bound")
                 }
             }
+        }
+        KernelISA.force(KernelISA.best)
+    }
+
+    /// Batches larger than the kernels' activation blocks and rows longer than
+    /// their weight panels, so every blocking boundary is crossed.
+    @Test("large batches and long rows match the reference", arguments: weightTypes)
+    func largeShapes(type: GGMLType) {
+        let rows = 9, cols = 4608, batch = 300
+        let product = ProductCase(type: type, rows: rows, cols: cols, batch: batch, seed: 4242 + UInt64(type.rawValue))
+        for level in KernelISA.available {
+            KernelISA.force(level)
+            let out = product.kernelOutput()
+            var failures = 0
+            for b in 0..<batch {
+                for r in 0..<rows {
+                    let tight = product.reference(product.inputDecoded, b: b, r: r)
+                    if !(abs(Double(out[b * rows + r]) - tight.value) <= 3e-6 * tight.magnitude + 1e-7) { failures += 1 }
+                }
+            }
+            #expect(failures == 0, "\(type) \(level): \(failures) outputs off")
         }
         KernelISA.force(KernelISA.best)
     }

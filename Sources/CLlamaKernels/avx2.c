@@ -1,0 +1,338 @@
+// AVX2 implementation (with FMA and F16C; 256-bit vectors, no VNNI).
+
+#include "internal.h"
+
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+
+#define LK_INLINE static inline __attribute__((always_inline))
+
+// MARK: - Helpers
+
+LK_INLINE float lk_h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+LK_INLINE float lk_hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// Sum of signed products of 32 int8 pairs into 8 int32 lanes (|a| <= 127).
+LK_INLINE __m256i lk_dot_s8(__m256i w, __m256i a) {
+    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+// Signed quants (-8..7) of one Q4_0 block in natural order.
+LK_INLINE __m256i lk_q4_0_quants(const lk_block_q4_0 *x) {
+    __m128i q = _mm_loadu_si128((const __m128i *)x->qs);
+    __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
+    return _mm256_sub_epi8(u, _mm256_set1_epi8(8));
+}
+
+// MARK: - Q4_0 and Q8_0
+
+// Rows r..r+RM-1 times activation rows b..b+RN-1 (plain Q8_0 blocks).
+#define LK_Q_ROWS(name, block_t, load)                                                                \
+    LK_INLINE void name(int RM, int RN, const uint8_t *W, size_t ws, int64_t n,                       \
+                        const uint8_t *xq, size_t xs, float *out, int64_t os) {                       \
+        __m256 acc[4][4];                                                                             \
+        for (int r = 0; r < RM; r++)                                                                  \
+            for (int b = 0; b < RN; b++) acc[r][b] = _mm256_setzero_ps();                             \
+        for (int64_t i = 0; i < n / 32; i++) {                                                        \
+            __m256i a[4];                                                                             \
+            float da[4];                                                                              \
+            for (int b = 0; b < RN; b++) {                                                            \
+                const lk_block_q8_0 *y = (const lk_block_q8_0 *)(xq + (size_t)b * xs) + i;            \
+                a[b] = _mm256_loadu_si256((const __m256i *)y->qs);                                    \
+                da[b] = lk_h2f(y->d);                                                                 \
+            }                                                                                         \
+            for (int r = 0; r < RM; r++) {                                                            \
+                const block_t *x = (const block_t *)(W + (size_t)r * ws) + i;                         \
+                __m256i w = load(x);                                                                  \
+                float dw = lk_h2f(x->d);                                                              \
+                for (int b = 0; b < RN; b++) {                                                        \
+                    __m256 t = _mm256_cvtepi32_ps(lk_dot_s8(w, a[b]));                                \
+                    acc[r][b] = _mm256_fmadd_ps(t, _mm256_set1_ps(dw * da[b]), acc[r][b]);            \
+                }                                                                                     \
+            }                                                                                         \
+        }                                                                                             \
+        for (int b = 0; b < RN; b++)                                                                  \
+            for (int r = 0; r < RM; r++) out[b * os + r] = lk_hsum256(acc[r][b]);                     \
+    }
+
+LK_INLINE __m256i lk_q8_0_quants(const lk_block_q8_0 *x) { return _mm256_loadu_si256((const __m256i *)x->qs); }
+
+LK_Q_ROWS(lk_q4_0_rows, lk_block_q4_0, lk_q4_0_quants)
+LK_Q_ROWS(lk_q8_0_rows, lk_block_q8_0, lk_q8_0_quants)
+
+// MARK: - Q4_K and Q6_K
+
+LK_INLINE void lk_q4_K_scales(const lk_block_q4_K *x, uint8_t out[16]) {
+    uint32_t s[4];
+    memcpy(s, x->scales, 12);
+    s[3] = ((s[2] >> 4) & 0x0f0f0f0f) | (((s[1] >> 6) & 0x03030303) << 4);
+    uint32_t mins_low = s[1] & 0x3f3f3f3f;
+    s[1] = (s[2] & 0x0f0f0f0f) | (((s[0] >> 6) & 0x03030303) << 4);
+    s[2] = mins_low;
+    s[0] &= 0x3f3f3f3f;
+    memcpy(out, s, 16);  // scales 0..7, mins 0..7
+}
+
+LK_INLINE void lk_q4_K_rows(int RM, int RN, const uint8_t *W, size_t ws, int64_t n,
+                            const uint8_t *xq, size_t xs, float *out, int64_t os) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[4][4];
+    for (int r = 0; r < RM; r++)
+        for (int b = 0; b < RN; b++) acc[r][b] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        for (int r = 0; r < RM; r++) {
+            const lk_block_q4_K *x = (const lk_block_q4_K *)(W + (size_t)r * ws) + i;
+            uint8_t sm[16];
+            lk_q4_K_scales(x, sm);
+            __m256i mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)sm),
+                _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+            float d = lk_h2f(x->d), dmin = lk_h2f(x->dmin);
+            __m256i dots[4];
+            for (int b = 0; b < RN; b++) dots[b] = _mm256_setzero_si256();
+            for (int c = 0; c < 4; c++) {
+                __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
+                __m256i lo = _mm256_and_si256(q, m4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                __m256i s0 = _mm256_set1_epi16(sm[2 * c]), s1 = _mm256_set1_epi16(sm[2 * c + 1]);
+                for (int b = 0; b < RN; b++) {
+                    const int8_t *a = ((const lk_block_q8_K *)(xq + (size_t)b * xs) + i)->qs + 64 * c;
+                    __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)a));
+                    __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(a + 32)));
+                    dots[b] = _mm256_add_epi32(dots[b], _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
+                }
+            }
+            for (int b = 0; b < RN; b++) {
+                const lk_block_q8_K *y = (const lk_block_q8_K *)(xq + (size_t)b * xs) + i;
+                __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), mins);
+                acc[r][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[b]), _mm256_set1_ps(d * y->d), acc[r][b]);
+                acc[r][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(-dmin * y->d), acc[r][b]);
+            }
+        }
+    }
+    for (int b = 0; b < RN; b++)
+        for (int r = 0; r < RM; r++) out[b * os + r] = lk_hsum256(acc[r][b]);
+}
+
+LK_INLINE void lk_q6_K_rows(int RM, int RN, const uint8_t *W, size_t ws, int64_t n,
+                            const uint8_t *xq, size_t xs, float *out, int64_t os) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i m2 = _mm256_set1_epi8(0x03);
+    __m256 acc[4][4];
+    for (int r = 0; r < RM; r++)
+        for (int b = 0; b < RN; b++) acc[r][b] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        for (int r = 0; r < RM; r++) {
+            const lk_block_q6_K *x = (const lk_block_q6_K *)(W + (size_t)r * ws) + i;
+            __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+            __m256i dots[4];
+            for (int b = 0; b < RN; b++) {
+                const lk_block_q8_K *y = (const lk_block_q8_K *)(xq + (size_t)b * xs) + i;
+                // Quants are stored as q + 32: start from -32 * sum_j scale_j * groupsum_j.
+                __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), scales16);
+                dots[b] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
+            }
+            for (int h = 0; h < 2; h++) {
+                __m256i ql0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
+                __m256i ql1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+                __m256i q[4];
+                q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+                q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+                q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+                for (int k = 0; k < 4; k++) {
+                    int j = 8 * h + 2 * k;  // first sub-block of these 32 elements
+                    __m256i s = _mm256_set_m128i(_mm_set1_epi16(x->scales[j + 1]), _mm_set1_epi16(x->scales[j]));
+                    for (int b = 0; b < RN; b++) {
+                        const int8_t *a = ((const lk_block_q8_K *)(xq + (size_t)b * xs) + i)->qs + 128 * h + 32 * k;
+                        __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)a));
+                        dots[b] = _mm256_add_epi32(dots[b], _mm256_madd_epi16(p, s));
+                    }
+                }
+            }
+            float d = lk_h2f(x->d);
+            for (int b = 0; b < RN; b++) {
+                const lk_block_q8_K *y = (const lk_block_q8_K *)(xq + (size_t)b * xs) + i;
+                acc[r][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[b]), _mm256_set1_ps(d * y->d), acc[r][b]);
+            }
+        }
+    }
+    for (int b = 0; b < RN; b++)
+        for (int r = 0; r < RM; r++) out[b * os + r] = lk_hsum256(acc[r][b]);
+}
+
+// MARK: - Float weights
+
+LK_INLINE __m256 lk_load8_f32(const void *p, int64_t i) { return _mm256_loadu_ps((const float *)p + i); }
+LK_INLINE __m256 lk_load8_f16(const void *p, int64_t i) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
+}
+LK_INLINE __m256 lk_load8_bf16(const void *p, int64_t i) {
+    __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+LK_INLINE float lk_scalar_f32(const void *p, int64_t i) { return ((const float *)p)[i]; }
+LK_INLINE float lk_scalar_f16(const void *p, int64_t i) { return lk_half_to_float(((const uint16_t *)p)[i]); }
+LK_INLINE float lk_scalar_bf16(const void *p, int64_t i) { return lk_bf16_to_float(((const uint16_t *)p)[i]); }
+
+#define LK_FLOAT_ROWS(name, load, scalar)                                                            \
+    LK_INLINE void name(int RM, int RN, const uint8_t *W, size_t ws, int64_t n,                      \
+                        const uint8_t *xq, size_t xs, float *out, int64_t os) {                      \
+        __m256 acc[4][4];                                                                            \
+        for (int r = 0; r < RM; r++)                                                                 \
+            for (int b = 0; b < RN; b++) acc[r][b] = _mm256_setzero_ps();                            \
+        int64_t i = 0;                                                                               \
+        for (; i + 8 <= n; i += 8) {                                                                 \
+            __m256 x[4];                                                                             \
+            for (int b = 0; b < RN; b++) x[b] = lk_load8_f32(xq + (size_t)b * xs, i);                \
+            for (int r = 0; r < RM; r++) {                                                           \
+                __m256 w = load(W + (size_t)r * ws, i);                                              \
+                for (int b = 0; b < RN; b++) acc[r][b] = _mm256_fmadd_ps(w, x[b], acc[r][b]);        \
+            }                                                                                        \
+        }                                                                                            \
+        for (int b = 0; b < RN; b++)                                                                 \
+            for (int r = 0; r < RM; r++) {                                                           \
+                float s = lk_hsum256(acc[r][b]);                                                     \
+                for (int64_t k = i; k < n; k++)                                                      \
+                    s += scalar(W + (size_t)r * ws, k) * ((const float *)(xq + (size_t)b * xs))[k];  \
+                out[b * os + r] = s;                                                                 \
+            }                                                                                        \
+    }
+
+LK_FLOAT_ROWS(lk_f32_rows, lk_load8_f32, lk_scalar_f32)
+LK_FLOAT_ROWS(lk_f16_rows, lk_load8_f16, lk_scalar_f16)
+LK_FLOAT_ROWS(lk_bf16_rows, lk_load8_bf16, lk_scalar_bf16)
+
+// MARK: - Products
+
+// Batches of up to four activation rows: four weight rows at a time for a
+// single activation row, two otherwise.
+#define LK_MATMUL(name, rows_fn)                                                                         \
+    static void name(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,     \
+                     float *out, int64_t os, int64_t row_begin, int64_t row_end) {                       \
+        const uint8_t *w = (const uint8_t *)W;                                                           \
+        const uint8_t *x = (const uint8_t *)xq;                                                          \
+        for (int64_t b0 = 0; b0 < nbatch; b0 += 4) {                                                     \
+            int cols = nbatch - b0 >= 4 ? 4 : (int)(nbatch - b0);                                        \
+            const uint8_t *xb = x + (size_t)b0 * xs;                                                     \
+            float *ob = out + b0 * os;                                                                   \
+            int64_t r = row_begin;                                                                       \
+            if (cols == 1) {                                                                             \
+                for (; r + 4 <= row_end; r += 4) rows_fn(4, 1, w + (size_t)r * ws, ws, n, xb, xs, ob + r, os); \
+            } else {                                                                                     \
+                for (; r + 2 <= row_end; r += 2) {                                                       \
+                    switch (cols) {                                                                      \
+                    case 4: rows_fn(2, 4, w + (size_t)r * ws, ws, n, xb, xs, ob + r, os); break;         \
+                    case 3: rows_fn(2, 3, w + (size_t)r * ws, ws, n, xb, xs, ob + r, os); break;         \
+                    default: rows_fn(2, 2, w + (size_t)r * ws, ws, n, xb, xs, ob + r, os); break;        \
+                    }                                                                                    \
+                }                                                                                        \
+            }                                                                                            \
+            for (; r < row_end; r++) {                                                                   \
+                switch (cols) {                                                                          \
+                case 4: rows_fn(1, 4, w + (size_t)r * ws, ws, n, xb, xs, ob + r, os); break;             \
+                case 3: rows_fn(1, 3, w + (size_t)r * ws, ws, n, xb, xs, ob + r, os); break;             \
+                case 2: rows_fn(1, 2, w + (size_t)r * ws, ws, n, xb, xs, ob + r, os); break;             \
+                default: rows_fn(1, 1, w + (size_t)r * ws, ws, n, xb, xs, ob + r, os); break;            \
+                }                                                                                        \
+            }                                                                                            \
+        }                                                                                                \
+    }
+
+LK_MATMUL(matmul_q4_0_avx2, lk_q4_0_rows)
+LK_MATMUL(matmul_q8_0_avx2, lk_q8_0_rows)
+LK_MATMUL(matmul_q4_K_avx2, lk_q4_K_rows)
+LK_MATMUL(matmul_q6_K_avx2, lk_q6_K_rows)
+LK_MATMUL(matmul_f32_avx2, lk_f32_rows)
+LK_MATMUL(matmul_f16_avx2, lk_f16_rows)
+LK_MATMUL(matmul_bf16_avx2, lk_bf16_rows)
+
+// MARK: - Vector helpers
+
+static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    float s = lk_hsum256(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static void axpy_f32_avx2(int64_t n, float a, const float *x, float *y) {
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static float dot_f16_f32_avx2(const uint16_t *a, const float *b, int64_t n) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(lk_load8_f16(a, i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(lk_load8_f16(a, i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(lk_load8_f16(a, i), _mm256_loadu_ps(b + i), acc0);
+    float s = lk_hsum256(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++) s += lk_h2f(a[i]) * b[i];
+    return s;
+}
+
+static void axpy_f16_avx2(int64_t n, float a, const uint16_t *x, float *y) {
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, lk_load8_f16(x, i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * lk_h2f(x[i]);
+}
+
+static void f16_to_f32_avx2(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, lk_load8_f16(src, i));
+    for (; i < n; i++) dst[i] = lk_h2f(src[i]);
+}
+
+static void f32_to_f16_avx2(const float *src, uint16_t *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_storeu_si128((__m128i *)(dst + i), h);
+    }
+    for (; i < n; i++) dst[i] = (uint16_t)_cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+#pragma clang attribute pop
+
+const lk_impl lk_impl_avx2 = {
+    .matmul_f32 = matmul_f32_avx2,
+    .matmul_f16 = matmul_f16_avx2,
+    .matmul_bf16 = matmul_bf16_avx2,
+    .matmul_q4_0 = matmul_q4_0_avx2,
+    .matmul_q8_0 = matmul_q8_0_avx2,
+    .matmul_q4_K = matmul_q4_K_avx2,
+    .matmul_q6_K = matmul_q6_K_avx2,
+    .dot_f32 = dot_f32_avx2,
+    .axpy_f32 = axpy_f32_avx2,
+    .dot_f16_f32 = dot_f16_f32_avx2,
+    .axpy_f16 = axpy_f16_avx2,
+    .f16_to_f32 = f16_to_f32_avx2,
+    .f32_to_f16 = f32_to_f16_avx2,
+};
+
+#endif

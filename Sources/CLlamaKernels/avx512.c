@@ -1,0 +1,900 @@
+// AVX-512 implementation (F, BW, VL, DQ, VNNI; 512-bit vectors).
+
+#include "internal.h"
+
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c,bmi2"))), apply_to = function)
+
+#define LK_INLINE static inline __attribute__((always_inline))
+
+// MARK: - Helpers
+
+// Lane indices repeating each of four elements four times.
+#define LK_IDX_REPEAT4 _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3)
+
+LK_INLINE __m512 lk_expand4_ps(__m128 v) {
+    return _mm512_permutexvar_ps(LK_IDX_REPEAT4, _mm512_castps128_ps512(v));
+}
+
+LK_INLINE float lk_h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+/// Activation row pointers for Q8_0 activations.
+typedef struct {
+    const int8_t *quants;   // grouped copy
+    const float *scales;    // 4G floats
+    const int32_t *sums;    // 4G sums
+} lk_q8_act;
+
+LK_INLINE lk_q8_act lk_q8_act_at(const void *row, int64_t n) {
+    const uint8_t *base = (const uint8_t *)row;
+    lk_q8_act a;
+    a.quants = (const int8_t *)(base + lk_q8_act_aux_offset(n));
+    a.scales = (const float *)(base + lk_q8_act_scales_offset(n));
+    a.sums = (const int32_t *)(base + lk_q8_act_sums_offset(n));
+    return a;
+}
+
+// MARK: - Q4_0 and Q8_0 weights: one group of four blocks
+
+// Unsigned nibbles of up to four Q4_0 blocks in the grouped order (missing
+// blocks zero), and their scales repeated four times each.
+LK_INLINE void lk_q4_0_group(const lk_block_q4_0 *x, int count, __m512i *lo, __m512i *hi, __m512 *dw) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    __m512i q;
+    __m128i d;
+    if (count == 4) {
+        q = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)x[0].qs));
+        q = _mm512_inserti32x4(q, _mm_loadu_si128((const __m128i *)x[1].qs), 1);
+        q = _mm512_inserti32x4(q, _mm_loadu_si128((const __m128i *)x[2].qs), 2);
+        q = _mm512_inserti32x4(q, _mm_loadu_si128((const __m128i *)x[3].qs), 3);
+        d = _mm_setr_epi16((short)x[0].d, (short)x[1].d, (short)x[2].d, (short)x[3].d, 0, 0, 0, 0);
+    } else {
+        uint8_t bytes[64] = {0};
+        uint16_t halves[8] = {0};
+        for (int i = 0; i < count; i++) {
+            memcpy(bytes + 16 * i, x[i].qs, 16);
+            halves[i] = x[i].d;
+        }
+        q = _mm512_loadu_si512(bytes);
+        d = _mm_loadu_si128((const __m128i *)halves);
+    }
+    *lo = _mm512_and_si512(q, m4);
+    *hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+    *dw = lk_expand4_ps(_mm_cvtph_ps(d));
+}
+
+// Signed quants of up to four Q8_0 blocks in the grouped order, and scales.
+LK_INLINE void lk_q8_0_group(const lk_block_q8_0 *x, int count, __m512i *lo, __m512i *hi, __m512 *dw) {
+    if (count == 4) {
+        __m512i l = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)x[0].qs));
+        __m512i h = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(x[0].qs + 16)));
+        for (int i = 1; i < 4; i++) {
+            // Lane index must be a constant: unrolled by the compiler.
+            __m128i ql = _mm_loadu_si128((const __m128i *)x[i].qs);
+            __m128i qh = _mm_loadu_si128((const __m128i *)(x[i].qs + 16));
+            if (i == 1) { l = _mm512_inserti32x4(l, ql, 1); h = _mm512_inserti32x4(h, qh, 1); }
+            if (i == 2) { l = _mm512_inserti32x4(l, ql, 2); h = _mm512_inserti32x4(h, qh, 2); }
+            if (i == 3) { l = _mm512_inserti32x4(l, ql, 3); h = _mm512_inserti32x4(h, qh, 3); }
+        }
+        *lo = l;
+        *hi = h;
+        *dw = lk_expand4_ps(_mm_cvtph_ps(_mm_setr_epi16((short)x[0].d, (short)x[1].d, (short)x[2].d, (short)x[3].d, 0, 0, 0, 0)));
+    } else {
+        int8_t bytes[128] = {0};
+        uint16_t halves[8] = {0};
+        for (int i = 0; i < count; i++) {
+            memcpy(bytes + 16 * i, x[i].qs, 16);
+            memcpy(bytes + 64 + 16 * i, x[i].qs + 16, 16);
+            halves[i] = x[i].d;
+        }
+        *lo = _mm512_loadu_si512(bytes);
+        *hi = _mm512_loadu_si512(bytes + 64);
+        *dw = lk_expand4_ps(_mm_cvtph_ps(_mm_loadu_si128((const __m128i *)halves)));
+    }
+}
+
+// MARK: - Q4_0 and Q8_0: matrix-vector (one activation row)
+
+// Software prefetch distances along each weight row streamed by a row kernel
+// (about a dozen steps ahead); the hardware prefetcher alone falls well short
+// on several interleaved row streams.
+#define LK_PREFETCH_Q4_0 768
+#define LK_PREFETCH_Q8_0 1536
+#define LK_PREFETCH_K 1536
+
+// Q4_0 rows r..r+RM-1 times one activation row: group g (of `count` blocks).
+LK_INLINE void lk_q4_0_gemv_group(int RM, const uint8_t *W, size_t ws, lk_q8_act a, int64_t g, int count, __m512 *acc) {
+    __m512i a0 = _mm512_loadu_si512(a.quants + 128 * g);
+    __m512i a1 = _mm512_loadu_si512(a.quants + 128 * g + 64);
+    // Nibbles are unsigned (q + 8): subtract 8 * block sum, spread as 2 * sum per lane.
+    __m128i sums = _mm_loadu_si128((const __m128i *)(a.sums + 4 * g));
+    __m512i corr = _mm512_permutexvar_epi32(LK_IDX_REPEAT4,
+                       _mm512_castsi128_si512(_mm_sub_epi32(_mm_setzero_si128(), _mm_slli_epi32(sums, 1))));
+    __m512 da = lk_expand4_ps(_mm_loadu_ps(a.scales + 4 * g));
+    for (int r = 0; r < RM; r++) {
+        const lk_block_q4_0 *x = (const lk_block_q4_0 *)(W + (size_t)r * ws) + 4 * g;
+        _mm_prefetch((const char *)x + LK_PREFETCH_Q4_0, _MM_HINT_T0);
+        __m512i lo, hi;
+        __m512 dw;
+        lk_q4_0_group(x, count, &lo, &hi, &dw);
+        __m512i t = _mm512_dpbusd_epi32(corr, lo, a0);
+        t = _mm512_dpbusd_epi32(t, hi, a1);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(dw, da), acc[r]);
+    }
+}
+
+static __attribute__((noinline)) void lk_q4_0_gemv_tail(int RM, const uint8_t *W, size_t ws, lk_q8_act a,
+                                                        int64_t g, int count, __m512 *acc) {
+    lk_q4_0_gemv_group(RM, W, ws, a, g, count, acc);
+}
+
+LK_INLINE void lk_q4_0_gemv_rows(int RM, const uint8_t *W, size_t ws, int64_t n, lk_q8_act a, float *out) {
+    const int64_t nb = n / 32;
+    const int64_t full = nb / 4;
+    __m512 acc[4];
+    for (int r = 0; r < RM; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < full; g++) lk_q4_0_gemv_group(RM, W, ws, a, g, 4, acc);
+    if (nb > 4 * full) lk_q4_0_gemv_tail(RM, W, ws, a, full, (int)(nb - 4 * full), acc);
+    for (int r = 0; r < RM; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+// Q8_0 rows times one activation row. The activations are made unsigned
+// (a + 128) and the weights' contribution 128 * sum(w) is subtracted.
+LK_INLINE void lk_q8_0_gemv_group(int RM, const uint8_t *W, size_t ws, lk_q8_act a, int64_t g, int count, __m512 *acc) {
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    __m512i a0 = _mm512_xor_si512(_mm512_loadu_si512(a.quants + 128 * g), bias);
+    __m512i a1 = _mm512_xor_si512(_mm512_loadu_si512(a.quants + 128 * g + 64), bias);
+    __m512 da = lk_expand4_ps(_mm_loadu_ps(a.scales + 4 * g));
+    for (int r = 0; r < RM; r++) {
+        const lk_block_q8_0 *x = (const lk_block_q8_0 *)(W + (size_t)r * ws) + 4 * g;
+        _mm_prefetch((const char *)x + LK_PREFETCH_Q8_0, _MM_HINT_T0);
+        _mm_prefetch((const char *)x + LK_PREFETCH_Q8_0 + 64, _MM_HINT_T0);
+        __m512i lo, hi;
+        __m512 dw;
+        lk_q8_0_group(x, count, &lo, &hi, &dw);
+        __m512i wsum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, lo), bias, hi);
+        __m512i t = _mm512_dpbusd_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), wsum), a0, lo);
+        t = _mm512_dpbusd_epi32(t, a1, hi);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(dw, da), acc[r]);
+    }
+}
+
+static __attribute__((noinline)) void lk_q8_0_gemv_tail(int RM, const uint8_t *W, size_t ws, lk_q8_act a,
+                                                        int64_t g, int count, __m512 *acc) {
+    lk_q8_0_gemv_group(RM, W, ws, a, g, count, acc);
+}
+
+LK_INLINE void lk_q8_0_gemv_rows(int RM, const uint8_t *W, size_t ws, int64_t n, lk_q8_act a, float *out) {
+    const int64_t nb = n / 32;
+    const int64_t full = nb / 4;
+    __m512 acc[4];
+    for (int r = 0; r < RM; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < full; g++) lk_q8_0_gemv_group(RM, W, ws, a, g, 4, acc);
+    if (nb > 4 * full) lk_q8_0_gemv_tail(RM, W, ws, a, full, (int)(nb - 4 * full), acc);
+    for (int r = 0; r < RM; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+// MARK: - Q4_0 and Q8_0: matrix-matrix with unpacked weight panels
+
+// One group of four blocks of one weight row, unpacked for reuse across many
+// activation rows: signed quants in the grouped order, -128 * quant sums spread
+// over the lanes of each block, and the block scales repeated four times.
+typedef struct {
+    __m512i lo, hi;
+    __m512i corr;
+    __m512 dw;
+} lk_q8_panel;
+
+#define LK_GEMM_RM 4
+#define LK_GEMM_RN 4
+#define LK_GEMM_KC_GROUPS 32  // 4096 elements per panel
+
+LK_INLINE void lk_panel_finish(lk_q8_panel *p, __m512i lo, __m512i hi, __m512 dw) {
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    __m512i wsum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, lo), bias, hi);
+    p->lo = lo;
+    p->hi = hi;
+    p->corr = _mm512_sub_epi32(_mm512_setzero_si512(), wsum);
+    p->dw = dw;
+}
+
+// Fills panel[g * RM + r] for groups [g0, g0 + ng) of rows [r0, r0 + rows);
+// rows past `rows` are zero.
+static void lk_build_panels(int type, const uint8_t *W, size_t ws, int64_t nb, int64_t r0, int rows,
+                            int64_t g0, int64_t ng, lk_q8_panel *panel) {
+    const __m512i eight = _mm512_set1_epi8(8);
+    for (int r = 0; r < LK_GEMM_RM; r++) {
+        for (int64_t g = 0; g < ng; g++) {
+            lk_q8_panel *p = panel + g * LK_GEMM_RM + r;
+            if (r >= rows) {
+                p->lo = p->hi = p->corr = _mm512_setzero_si512();
+                p->dw = _mm512_setzero_ps();
+                continue;
+            }
+            int64_t block = 4 * (g0 + g);
+            int count = nb - block >= 4 ? 4 : (int)(nb - block);
+            const uint8_t *row = W + (size_t)(r0 + r) * ws;
+            __m512i lo, hi;
+            __m512 dw;
+            if (type == LK_TYPE_Q4_0) {
+                lk_q4_0_group((const lk_block_q4_0 *)row + block, count, &lo, &hi, &dw);
+                // Missing blocks have zero scale, so their value -8 contributes nothing.
+                lo = _mm512_sub_epi8(lo, eight);
+                hi = _mm512_sub_epi8(hi, eight);
+            } else {
+                lk_q8_0_group((const lk_block_q8_0 *)row + block, count, &lo, &hi, &dw);
+            }
+            lk_panel_finish(p, lo, hi, dw);
+        }
+    }
+}
+
+// acc[r][b] over groups [0, ng) of the panel and activation rows xb[0..RN).
+LK_INLINE void lk_q8_gemm_tile(int RN, const lk_q8_panel *panel, int64_t ng, int64_t g0,
+                               const lk_q8_act *acts, float *out, int64_t out_row_stride, int rows, int accumulate) {
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    __m512 acc[LK_GEMM_RM][LK_GEMM_RN];
+    for (int r = 0; r < LK_GEMM_RM; r++)
+        for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < ng; g++) {
+        __m512i a0[LK_GEMM_RN], a1[LK_GEMM_RN];
+        __m512 da[LK_GEMM_RN];
+        for (int b = 0; b < RN; b++) {
+            const int8_t *q = acts[b].quants + 128 * (g0 + g);
+            a0[b] = _mm512_xor_si512(_mm512_loadu_si512(q), bias);
+            a1[b] = _mm512_xor_si512(_mm512_loadu_si512(q + 64), bias);
+            da[b] = lk_expand4_ps(_mm_loadu_ps(acts[b].scales + 4 * (g0 + g)));
+        }
+        const lk_q8_panel *p = panel + g * LK_GEMM_RM;
+        for (int r = 0; r < LK_GEMM_RM; r++) {
+            for (int b = 0; b < RN; b++) {
+                __m512i t = _mm512_dpbusd_epi32(p[r].corr, a0[b], p[r].lo);
+                t = _mm512_dpbusd_epi32(t, a1[b], p[r].hi);
+                acc[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(da[b], p[r].dw), acc[r][b]);
+            }
+        }
+    }
+    for (int b = 0; b < RN; b++) {
+        for (int r = 0; r < rows; r++) {
+            float v = _mm512_reduce_add_ps(acc[r][b]);
+            float *o = out + b * out_row_stride + r;
+            *o = accumulate ? *o + v : v;
+        }
+    }
+}
+
+// Activation rows are processed in blocks of about `budget` bytes per panel
+// width, so that a block stays in the L2 cache while every row tile reuses it.
+LK_INLINE int64_t lk_batch_block(int64_t bytes_per_row, int64_t granule, int64_t budget) {
+    int64_t rows = budget / (bytes_per_row > 0 ? bytes_per_row : 1);
+    rows = rows / granule * granule;
+    return rows < granule ? granule : rows;
+}
+
+static void lk_q8_gemm(int type, const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                       float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+    const int64_t nb = n / 32;
+    const int64_t groups = (nb + 3) / 4;
+    _Alignas(64) lk_q8_panel panel[LK_GEMM_KC_GROUPS * LK_GEMM_RM];
+    const int64_t block = lk_batch_block(LK_GEMM_KC_GROUPS * 128, LK_GEMM_RN, 1 << 20);
+    for (int64_t bb = 0; bb < nbatch; bb += block) {
+        const int64_t bend = nbatch - bb < block ? nbatch : bb + block;
+        for (int64_t r0 = row_begin; r0 < row_end; r0 += LK_GEMM_RM) {
+            int rows = row_end - r0 >= LK_GEMM_RM ? LK_GEMM_RM : (int)(row_end - r0);
+            for (int64_t g0 = 0; g0 < groups; g0 += LK_GEMM_KC_GROUPS) {
+                int64_t ng = groups - g0 < LK_GEMM_KC_GROUPS ? groups - g0 : LK_GEMM_KC_GROUPS;
+                lk_build_panels(type, (const uint8_t *)W, ws, nb, r0, rows, g0, ng, panel);
+                for (int64_t b0 = bb; b0 < bend; b0 += LK_GEMM_RN) {
+                    lk_q8_act acts[LK_GEMM_RN];
+                    int cols = bend - b0 >= LK_GEMM_RN ? LK_GEMM_RN : (int)(bend - b0);
+                    for (int b = 0; b < cols; b++) acts[b] = lk_q8_act_at((const uint8_t *)xq + (size_t)(b0 + b) * xs, n);
+                    float *o = out + b0 * os + r0;
+                    switch (cols) {
+                    case 4: lk_q8_gemm_tile(4, panel, ng, g0, acts, o, os, rows, g0 > 0); break;
+                    case 3: lk_q8_gemm_tile(3, panel, ng, g0, acts, o, os, rows, g0 > 0); break;
+                    case 2: lk_q8_gemm_tile(2, panel, ng, g0, acts, o, os, rows, g0 > 0); break;
+                    default: lk_q8_gemm_tile(1, panel, ng, g0, acts, o, os, rows, g0 > 0); break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Batches up to this size use the matrix-vector kernel per activation row.
+#define LK_GEMV_MAX_BATCH 3
+
+static void matmul_q4_0_avx512(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                               float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+    if (nbatch > LK_GEMV_MAX_BATCH) {
+        lk_q8_gemm(LK_TYPE_Q4_0, W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);
+        return;
+    }
+    for (int64_t b = 0; b < nbatch; b++) {
+        lk_q8_act a = lk_q8_act_at((const uint8_t *)xq + (size_t)b * xs, n);
+        float *o = out + b * os;
+        int64_t r = row_begin;
+        for (; r + 4 <= row_end; r += 4) lk_q4_0_gemv_rows(4, (const uint8_t *)W + (size_t)r * ws, ws, n, a, o + r);
+        for (; r < row_end; r++) lk_q4_0_gemv_rows(1, (const uint8_t *)W + (size_t)r * ws, ws, n, a, o + r);
+    }
+}
+
+static void matmul_q8_0_avx512(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                               float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+    if (nbatch > LK_GEMV_MAX_BATCH) {
+        lk_q8_gemm(LK_TYPE_Q8_0, W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);
+        return;
+    }
+    for (int64_t b = 0; b < nbatch; b++) {
+        lk_q8_act a = lk_q8_act_at((const uint8_t *)xq + (size_t)b * xs, n);
+        float *o = out + b * os;
+        int64_t r = row_begin;
+        for (; r + 4 <= row_end; r += 4) lk_q8_0_gemv_rows(4, (const uint8_t *)W + (size_t)r * ws, ws, n, a, o + r);
+        for (; r < row_end; r++) lk_q8_0_gemv_rows(1, (const uint8_t *)W + (size_t)r * ws, ws, n, a, o + r);
+    }
+}
+
+// MARK: - Q4_K and Q6_K
+
+// Word indices repeating sub-block scales over a 64-element chunk.
+LK_INLINE __m512i lk_q4_K_scale_index(int chunk) {
+    return _mm512_add_epi16(_mm512_set1_epi16((short)(2 * chunk)),
+                            _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(1), 1));
+}
+
+typedef struct {
+    __m512i q[4];        // unsigned quants of the four 64-element chunks
+    __m512i scales[4];   // int16 sub-block scales per chunk
+    __m256i mins;        // int16 min of each sub-block, repeated for the pairs of group sums
+    float d, dmin;
+} lk_q4_K_unpacked;
+
+// The eight 6-bit scales and eight 6-bit mins of a Q4_K block as 16 bytes,
+// computed in vector registers (scalar code would go through memory and stall
+// on store forwarding).
+LK_INLINE __m128i lk_q4_K_scale_bytes(const lk_block_q4_K *x) {
+    // Words s0, s1, s2 of the packed bytes (the fourth word is qs, ignored).
+    __m128i v = _mm_loadu_si128((const __m128i *)x->scales);
+    __m128i a = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0));  // s0, s2, s1, s2
+    __m128i b = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));  // s0, s0, s1, s1
+    // scales 0..3 = s0 & 3f; scales 4..7 = (s2 & 0f) | (s0 >> 6 & 3) << 4;
+    // mins 0..3 = s1 & 3f;   mins 4..7 = (s2 >> 4 & 0f) | (s1 >> 6 & 3) << 4.
+    __m128i low = _mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+                                _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    __m128i high = _mm_and_si128(_mm_srli_epi32(b, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(low, high);
+}
+
+LK_INLINE void lk_q4_K_unpack(const lk_block_q4_K *x, lk_q4_K_unpacked *u) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m512i words = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(lk_q4_K_scale_bytes(x)));
+    for (int c = 0; c < 4; c++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
+        u->q[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(q, m4)),
+                                      _mm256_and_si256(_mm256_srli_epi16(q, 4), m4), 1);
+        u->scales[c] = _mm512_permutexvar_epi16(lk_q4_K_scale_index(c), words);
+    }
+    // mins are words 8..15; each is used with two group sums.
+    const __m256i min_index = _mm256_setr_epi16(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    u->mins = _mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_castsi256_si512(min_index), words));
+    u->d = lk_h2f(x->d);
+    u->dmin = lk_h2f(x->dmin);
+}
+
+typedef struct {
+    __m512i q[4];        // unsigned quants (q + 32) of the four 64-element chunks
+    __m512i scales[4];   // int16 sub-block scales per chunk
+    __m256i scales16;    // the 16 scales as int16
+    float d;
+} lk_q6_K_unpacked;
+
+LK_INLINE void lk_q6_K_unpack(const lk_block_q6_K *x, lk_q6_K_unpacked *u) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i m2 = _mm512_set1_epi8(0x03);
+    const __m512i m30 = _mm512_set1_epi8(0x30);
+    for (int h = 0; h < 2; h++) {
+        __m512i l = _mm512_loadu_si512(x->ql + 64 * h);
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+        __m512i hz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+        // (l & 0x0f) | ((hz & 3) << 4), and ((l >> 4) & 0x0f) | (hz & 0x30)
+        u->q[2 * h] = _mm512_ternarylogic_epi32(l, m4, _mm512_slli_epi16(_mm512_and_si512(hz, m2), 4), 0xEA);
+        u->q[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(l, 4), m4, _mm512_and_si512(hz, m30), 0xEA);
+    }
+    u->scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+    __m512i words = _mm512_castsi256_si512(u->scales16);
+    for (int c = 0; c < 4; c++) {
+        const __m512i index = _mm512_set_epi16(
+            3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        u->scales[c] = _mm512_permutexvar_epi16(_mm512_add_epi16(index, _mm512_set1_epi16((short)(4 * c))), words);
+    }
+    u->d = lk_h2f(x->d);
+}
+
+// vpdpwssd written out: the compiler would otherwise split it into vpmaddwd and
+// vpaddd under generic tuning.
+LK_INLINE __m512i lk_dpwssd(__m512i acc, __m512i a, __m512i b) {
+    __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+}
+
+// Integer sum_j scale_j * dot(q_j, a_j) over one super-block (16 lanes).
+LK_INLINE __m512i lk_k_dot(const __m512i *q, const __m512i *scales, const int8_t *a, __m512i acc) {
+    for (int c = 0; c < 4; c++) {
+        __m512i p = _mm512_maddubs_epi16(q[c], _mm512_loadu_si512(a + 64 * c));
+        acc = lk_dpwssd(acc, p, scales[c]);
+    }
+    return acc;
+}
+
+LK_INLINE void lk_q4_K_rows(int RM, int RN, const uint8_t *W, size_t ws, int64_t n,
+                            const uint8_t *xq, size_t xs, float *out, int64_t os) {
+    __m512 acc[4][4];
+    for (int r = 0; r < RM; r++)
+        for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        for (int r = 0; r < RM; r++) {
+            const lk_block_q4_K *x = (const lk_block_q4_K *)(W + (size_t)r * ws) + i;
+            for (int line = 0; line < 3; line++) _mm_prefetch((const char *)x + LK_PREFETCH_K + 64 * line, _MM_HINT_T0);
+            lk_q4_K_unpacked u;
+            lk_q4_K_unpack(x, &u);
+            for (int b = 0; b < RN; b++) {
+                const lk_block_q8_K *y = (const lk_block_q8_K *)(xq + (size_t)b * xs) + i;
+                __m512i dot = lk_k_dot(u.q, u.scales, y->qs, _mm512_setzero_si512());
+                __m256i mins = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u.mins);
+                acc[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(u.d * y->d), acc[r][b]);
+                acc[r][b] = _mm512_fmadd_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(mins)),
+                                            _mm512_set1_ps(-u.dmin * y->d), acc[r][b]);
+            }
+        }
+    }
+    for (int b = 0; b < RN; b++)
+        for (int r = 0; r < RM; r++) out[b * os + r] = _mm512_reduce_add_ps(acc[r][b]);
+}
+
+// Q4_K rows times one activation row. Each 64-byte load of quants covers two
+// 32-byte chunks; their low nibbles (sub-blocks 4p and 4p + 2) and high
+// nibbles (4p + 1 and 4p + 3) meet activations rearranged to match, once per
+// super-block for all rows.
+LK_INLINE __m512i lk_word_pair_index(int first, int second) {
+    return _mm512_inserti64x4(_mm512_set1_epi16((short)first), _mm256_set1_epi16((short)second), 1);
+}
+
+LK_INLINE void lk_q4_K_gemv_rows(int RM, const uint8_t *W, size_t ws, int64_t n, const uint8_t *xq, float *out) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m256i min_index = _mm256_setr_epi16(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    __m512 acc[4];
+    for (int r = 0; r < RM; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        const lk_block_q8_K *y = (const lk_block_q8_K *)xq + i;
+        __m512i alo[2], ahi[2];
+        for (int p = 0; p < 2; p++) {
+            const int8_t *a = y->qs + 128 * p;
+            alo[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
+                                        _mm256_loadu_si256((const __m256i *)(a + 64)), 1);
+            ahi[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a + 32))),
+                                        _mm256_loadu_si256((const __m256i *)(a + 96)), 1);
+        }
+        __m256i bsums = _mm256_loadu_si256((const __m256i *)y->bsums);
+        for (int r = 0; r < RM; r++) {
+            const lk_block_q4_K *x = (const lk_block_q4_K *)(W + (size_t)r * ws) + i;
+            for (int line = 0; line < 3; line++) _mm_prefetch((const char *)x + LK_PREFETCH_K + 64 * line, _MM_HINT_T0);
+            __m512i words = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(lk_q4_K_scale_bytes(x)));
+            __m512i dot_lo = _mm512_setzero_si512(), dot_hi = _mm512_setzero_si512();
+            for (int p = 0; p < 2; p++) {
+                __m512i z = _mm512_loadu_si512(x->qs + 64 * p);
+                __m512i lo = _mm512_and_si512(z, m4);
+                __m512i hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
+                dot_lo = lk_dpwssd(dot_lo, _mm512_maddubs_epi16(lo, alo[p]),
+                                   _mm512_permutexvar_epi16(lk_word_pair_index(4 * p, 4 * p + 2), words));
+                dot_hi = lk_dpwssd(dot_hi, _mm512_maddubs_epi16(hi, ahi[p]),
+                                   _mm512_permutexvar_epi16(lk_word_pair_index(4 * p + 1, 4 * p + 3), words));
+            }
+            __m512i dot = _mm512_add_epi32(dot_lo, dot_hi);
+            __m256i mins = _mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_castsi256_si512(min_index), words));
+            __m256 m = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(lk_h2f(x->d) * y->d), acc[r]);
+            acc[r] = _mm512_fmadd_ps(_mm512_zextps256_ps512(m), _mm512_set1_ps(-lk_h2f(x->dmin) * y->d), acc[r]);
+        }
+    }
+    for (int r = 0; r < RM; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+LK_INLINE void lk_q6_K_rows(int RM, int RN, const uint8_t *W, size_t ws, int64_t n,
+                            const uint8_t *xq, size_t xs, float *out, int64_t os) {
+    __m512 acc[4][4];
+    for (int r = 0; r < RM; r++)
+        for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        for (int r = 0; r < RM; r++) {
+            const lk_block_q6_K *x = (const lk_block_q6_K *)(W + (size_t)r * ws) + i;
+            for (int line = 0; line < 4; line++) _mm_prefetch((const char *)x + LK_PREFETCH_K + 64 * line, _MM_HINT_T0);
+            lk_q6_K_unpacked u;
+            lk_q6_K_unpack(x, &u);
+            for (int b = 0; b < RN; b++) {
+                const lk_block_q8_K *y = (const lk_block_q8_K *)(xq + (size_t)b * xs) + i;
+                // Quants are stored as q + 32: start from -32 * sum_j scale_j * groupsum_j.
+                __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u.scales16);
+                corr = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
+                __m512i dot = lk_k_dot(u.q, u.scales, y->qs, _mm512_zextsi256_si512(corr));
+                acc[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(u.d * y->d), acc[r][b]);
+            }
+        }
+    }
+    for (int b = 0; b < RN; b++)
+        for (int r = 0; r < RM; r++) out[b * os + r] = _mm512_reduce_add_ps(acc[r][b]);
+}
+
+#define LK_K_MATMUL_ROWS(name, rows_fn)                                                                       \
+    static void name(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,     \
+                     float *out, int64_t os, int64_t row_begin, int64_t row_end) {                       \
+        const uint8_t *w = (const uint8_t *)W;                                                           \
+        const uint8_t *x = (const uint8_t *)xq;                                                          \
+        for (int64_t b0 = 0; b0 < nbatch; b0 += 4) {                                                     \
+            int cols = nbatch - b0 >= 4 ? 4 : (int)(nbatch - b0);                                        \
+            const uint8_t *xb = x + (size_t)b0 * xs;                                                     \
+            float *ob = out + b0 * os;                                                                   \
+            int64_t r = row_begin;                                                                       \
+            if (cols == 1) {                                                                             \
+                for (; r + 4 <= row_end; r += 4) rows_fn(4, 1, w + (size_t)r * ws, ws, n, xb, xs, ob + r, os); \
+            } else {                                                                                     \
+                for (; r + 2 <= row_end; r += 2) {                                                       \
+                    switch (cols) {                                                                      \
+                    case 4: rows_fn(2, 4, w + (size_t)r * ws, ws, n, xb, xs, ob + r, os); break;         \
+                    case 3: rows_fn(2, 3, w + (size_t)r * ws, ws, n, xb, xs, ob + r, os); break;         \
+                    default: rows_fn(2, 2, w + (size_t)r * ws, ws, n, xb, xs, ob + r, os); break;        \
+                    }                                                                                    \
+                }                                                                                        \
+            }                                                                                            \
+            for (; r < row_end; r++) {                                                                   \
+                switch (cols) {                                                                          \
+                case 4: rows_fn(1, 4, w + (size_t)r * ws, ws, n, xb, xs, ob + r, os); break;             \
+                case 3: rows_fn(1, 3, w + (size_t)r * ws, ws, n, xb, xs, ob + r, os); break;             \
+                case 2: rows_fn(1, 2, w + (size_t)r * ws, ws, n, xb, xs, ob + r, os); break;             \
+                default: rows_fn(1, 1, w + (size_t)r * ws, ws, n, xb, xs, ob + r, os); break;            \
+                }                                                                                        \
+            }                                                                                            \
+        }                                                                                                \
+    }
+
+LK_K_MATMUL_ROWS(matmul_q4_K_rows_avx512, lk_q4_K_rows)
+LK_K_MATMUL_ROWS(matmul_q6_K_rows_avx512, lk_q6_K_rows)
+
+// MARK: - Float weights
+
+LK_INLINE __m512 lk_load_f32(const void *p, int64_t i, __mmask16 m) {
+    return _mm512_maskz_loadu_ps(m, (const float *)p + i);
+}
+LK_INLINE __m512 lk_load_f16(const void *p, int64_t i, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i));
+}
+LK_INLINE __m512 lk_load_bf16(const void *p, int64_t i, __mmask16 m) {
+    __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+
+#define LK_FLOAT_ROWS(name, load)                                                                    \
+    LK_INLINE void name(int RM, int RN, const uint8_t *W, size_t ws, int64_t n,                      \
+                        const uint8_t *xq, size_t xs, float *out, int64_t os) {                      \
+        __m512 acc[4][4];                                                                            \
+        for (int r = 0; r < RM; r++)                                                                 \
+            for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();                            \
+        for (int64_t i = 0; i < n; i += 16) {                                                        \
+            __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);        \
+            __m512 x[4];                                                                             \
+            for (int b = 0; b < RN; b++) x[b] = lk_load_f32(xq + (size_t)b * xs, i, m);              \
+            for (int r = 0; r < RM; r++) {                                                           \
+                __m512 w = load(W + (size_t)r * ws, i, m);                                           \
+                for (int b = 0; b < RN; b++) acc[r][b] = _mm512_fmadd_ps(w, x[b], acc[r][b]);        \
+            }                                                                                        \
+        }                                                                                            \
+        for (int b = 0; b < RN; b++)                                                                 \
+            for (int r = 0; r < RM; r++) out[b * os + r] = _mm512_reduce_add_ps(acc[r][b]);          \
+    }
+
+LK_FLOAT_ROWS(lk_f32_rows, lk_load_f32)
+LK_FLOAT_ROWS(lk_f16_rows, lk_load_f16)
+LK_FLOAT_ROWS(lk_bf16_rows, lk_load_bf16)
+
+LK_K_MATMUL_ROWS(matmul_f32_rows_avx512, lk_f32_rows)
+LK_K_MATMUL_ROWS(matmul_f16_rows_avx512, lk_f16_rows)
+LK_K_MATMUL_ROWS(matmul_bf16_rows_avx512, lk_bf16_rows)
+
+// MARK: - Q4_K and Q6_K: matrix-matrix with unpacked weight panels
+
+// One super-block of one weight row, unpacked for reuse across many activation
+// rows. The row's value is d * sum_j scale_j * dot(q_j, a_j) plus
+// dcorr * sum_k corr16_k * groupsum_k (Q4_K: the mins; Q6_K: -32 * scales).
+typedef struct {
+    __m512i q[4];
+    __m512i scales[4];
+    __m256i corr16;
+    float d, dcorr;
+    float pad[6];
+} lk_k_panel;
+
+#define LK_KGEMM_RM 4
+#define LK_KGEMM_RN 3
+#define LK_KGEMM_KC 16  // super-blocks per panel
+
+static void lk_build_k_panels(int type, const uint8_t *W, size_t ws, int64_t r0, int rows,
+                              int64_t s0, int64_t ns, lk_k_panel *panel) {
+    for (int r = 0; r < LK_KGEMM_RM; r++) {
+        for (int64_t s = 0; s < ns; s++) {
+            lk_k_panel *p = panel + s * LK_KGEMM_RM + r;
+            if (r >= rows) {
+                memset(p, 0, sizeof(*p));
+                continue;
+            }
+            const uint8_t *row = W + (size_t)(r0 + r) * ws;
+            if (type == LK_TYPE_Q4_K) {
+                lk_q4_K_unpacked u;
+                lk_q4_K_unpack((const lk_block_q4_K *)row + s0 + s, &u);
+                for (int c = 0; c < 4; c++) { p->q[c] = u.q[c]; p->scales[c] = u.scales[c]; }
+                p->corr16 = u.mins;
+                p->d = u.d;
+                p->dcorr = -u.dmin;
+            } else {
+                lk_q6_K_unpacked u;
+                lk_q6_K_unpack((const lk_block_q6_K *)row + s0 + s, &u);
+                for (int c = 0; c < 4; c++) { p->q[c] = u.q[c]; p->scales[c] = u.scales[c]; }
+                p->corr16 = _mm256_slli_epi16(u.scales16, 5);
+                p->d = u.d;
+                p->dcorr = -u.d;
+            }
+        }
+    }
+}
+
+LK_INLINE void lk_k_gemm_tile(int RN, const lk_k_panel *panel, int64_t ns, const uint8_t *const *acts,
+                              float *out, int64_t os, int rows, int accumulate) {
+    __m512 acc[LK_KGEMM_RM][LK_KGEMM_RN];
+    for (int r = 0; r < LK_KGEMM_RM; r++)
+        for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < ns; s++) {
+        const lk_k_panel *p = panel + s * LK_KGEMM_RM;
+        const lk_block_q8_K *y[LK_KGEMM_RN];
+        for (int b = 0; b < RN; b++) y[b] = (const lk_block_q8_K *)acts[b] + s;
+        __m512i dot[LK_KGEMM_RM][LK_KGEMM_RN];
+        for (int r = 0; r < LK_KGEMM_RM; r++)
+            for (int b = 0; b < RN; b++) dot[r][b] = _mm512_setzero_si512();
+        for (int c = 0; c < 4; c++) {
+            __m512i a[LK_KGEMM_RN];
+            for (int b = 0; b < RN; b++) a[b] = _mm512_loadu_si512(y[b]->qs + 64 * c);
+            for (int r = 0; r < LK_KGEMM_RM; r++) {
+                __m512i q = p[r].q[c];
+                for (int b = 0; b < RN; b++)
+                    dot[r][b] = lk_dpwssd(dot[r][b], _mm512_maddubs_epi16(q, a[b]), p[r].scales[c]);
+            }
+        }
+        for (int b = 0; b < RN; b++) {
+            __m256i bsums = _mm256_loadu_si256((const __m256i *)y[b]->bsums);
+            float da = y[b]->d;
+            for (int r = 0; r < LK_KGEMM_RM; r++) {
+                __m256 corr = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, p[r].corr16));
+                acc[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][b]), _mm512_set1_ps(p[r].d * da), acc[r][b]);
+                acc[r][b] = _mm512_fmadd_ps(_mm512_zextps256_ps512(corr), _mm512_set1_ps(p[r].dcorr * da), acc[r][b]);
+            }
+        }
+    }
+    for (int b = 0; b < RN; b++) {
+        for (int r = 0; r < rows; r++) {
+            float v = _mm512_reduce_add_ps(acc[r][b]);
+            float *o = out + b * os + r;
+            *o = accumulate ? *o + v : v;
+        }
+    }
+}
+
+static void lk_k_gemm(int type, const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                      float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+    const int64_t nsb = n / 256;
+    _Alignas(64) lk_k_panel panel[LK_KGEMM_KC * LK_KGEMM_RM];
+    const int64_t block = lk_batch_block(LK_KGEMM_KC * (int64_t)sizeof(lk_block_q8_K), LK_KGEMM_RN, 1 << 20);
+    for (int64_t bb = 0; bb < nbatch; bb += block) {
+        const int64_t bend = nbatch - bb < block ? nbatch : bb + block;
+        for (int64_t r0 = row_begin; r0 < row_end; r0 += LK_KGEMM_RM) {
+            int rows = row_end - r0 >= LK_KGEMM_RM ? LK_KGEMM_RM : (int)(row_end - r0);
+            for (int64_t s0 = 0; s0 < nsb; s0 += LK_KGEMM_KC) {
+                int64_t ns = nsb - s0 < LK_KGEMM_KC ? nsb - s0 : LK_KGEMM_KC;
+                lk_build_k_panels(type, (const uint8_t *)W, ws, r0, rows, s0, ns, panel);
+                for (int64_t b0 = bb; b0 < bend; b0 += LK_KGEMM_RN) {
+                    const uint8_t *acts[LK_KGEMM_RN];
+                    int cols = bend - b0 >= LK_KGEMM_RN ? LK_KGEMM_RN : (int)(bend - b0);
+                    for (int b = 0; b < cols; b++)
+                        acts[b] = (const uint8_t *)xq + (size_t)(b0 + b) * xs + (size_t)s0 * sizeof(lk_block_q8_K);
+                    float *o = out + b0 * os + r0;
+                    switch (cols) {
+                    case 3: lk_k_gemm_tile(3, panel, ns, acts, o, os, rows, s0 > 0); break;
+                    case 2: lk_k_gemm_tile(2, panel, ns, acts, o, os, rows, s0 > 0); break;
+                    default: lk_k_gemm_tile(1, panel, ns, acts, o, os, rows, s0 > 0); break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// MARK: - Float weights: matrix-matrix with converted weight panels
+
+#define LK_FGEMM_RM 4
+#define LK_FGEMM_RN 6
+#define LK_FGEMM_KC 1024
+// Panel row stride, padded so the rows do not share cache sets.
+#define LK_FGEMM_STRIDE (LK_FGEMM_KC + 16)
+
+LK_INLINE void lk_f_gemm_tile(int RN, const float *panel, int64_t kc, const float *const *acts,
+                              float *out, int64_t os, int rows, int accumulate) {
+    __m512 acc[LK_FGEMM_RM][LK_FGEMM_RN];
+    for (int r = 0; r < LK_FGEMM_RM; r++)
+        for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < kc; i += 16) {
+        __mmask16 m = kc - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (kc - i)) - 1);
+        __m512 x[LK_FGEMM_RN];
+        for (int b = 0; b < RN; b++) x[b] = _mm512_maskz_loadu_ps(m, acts[b] + i);
+        for (int r = 0; r < LK_FGEMM_RM; r++) {
+            __m512 w = _mm512_load_ps(panel + r * LK_FGEMM_STRIDE + i);
+            for (int b = 0; b < RN; b++) acc[r][b] = _mm512_fmadd_ps(w, x[b], acc[r][b]);
+        }
+    }
+    for (int b = 0; b < RN; b++) {
+        for (int r = 0; r < rows; r++) {
+            float v = _mm512_reduce_add_ps(acc[r][b]);
+            float *o = out + b * os + r;
+            *o = accumulate ? *o + v : v;
+        }
+    }
+}
+
+static void lk_f_gemm(int type, const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                      float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+    _Alignas(64) float panel[LK_FGEMM_RM * LK_FGEMM_STRIDE];
+    const int64_t block = lk_batch_block(LK_FGEMM_KC * (int64_t)sizeof(float), LK_FGEMM_RN, 1 << 18);
+    for (int64_t bb = 0; bb < nbatch; bb += block) {
+        const int64_t bend = nbatch - bb < block ? nbatch : bb + block;
+        for (int64_t r0 = row_begin; r0 < row_end; r0 += LK_FGEMM_RM) {
+            int rows = row_end - r0 >= LK_FGEMM_RM ? LK_FGEMM_RM : (int)(row_end - r0);
+            for (int64_t k0 = 0; k0 < n; k0 += LK_FGEMM_KC) {
+                int64_t kc = n - k0 < LK_FGEMM_KC ? n - k0 : LK_FGEMM_KC;
+                for (int r = 0; r < LK_FGEMM_RM; r++) {
+                    float *dst = panel + r * LK_FGEMM_STRIDE;
+                    const uint8_t *row = (const uint8_t *)W + (size_t)(r0 + (r < rows ? r : 0)) * ws;
+                    for (int64_t i = 0; i < kc; i += 16) {
+                        __mmask16 m = kc - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (kc - i)) - 1);
+                        __m512 v = type == LK_TYPE_F32 ? lk_load_f32(row, k0 + i, m)
+                                 : type == LK_TYPE_F16 ? lk_load_f16(row, k0 + i, m) : lk_load_bf16(row, k0 + i, m);
+                        _mm512_store_ps(dst + i, r < rows ? v : _mm512_setzero_ps());
+                    }
+                }
+                for (int64_t b0 = bb; b0 < bend; b0 += LK_FGEMM_RN) {
+                    const float *acts[LK_FGEMM_RN];
+                    int cols = bend - b0 >= LK_FGEMM_RN ? LK_FGEMM_RN : (int)(bend - b0);
+                    for (int b = 0; b < cols; b++)
+                        acts[b] = (const float *)((const uint8_t *)xq + (size_t)(b0 + b) * xs) + k0;
+                    float *o = out + b0 * os + r0;
+                    switch (cols) {
+                    case 6: lk_f_gemm_tile(6, panel, kc, acts, o, os, rows, k0 > 0); break;
+                    case 5: lk_f_gemm_tile(5, panel, kc, acts, o, os, rows, k0 > 0); break;
+                    case 4: lk_f_gemm_tile(4, panel, kc, acts, o, os, rows, k0 > 0); break;
+                    case 3: lk_f_gemm_tile(3, panel, kc, acts, o, os, rows, k0 > 0); break;
+                    case 2: lk_f_gemm_tile(2, panel, kc, acts, o, os, rows, k0 > 0); break;
+                    default: lk_f_gemm_tile(1, panel, kc, acts, o, os, rows, k0 > 0); break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Small batches use the row kernels, larger ones the panel kernels.
+#define LK_DISPATCH(name, rows_fn, gemm, type)                                                         \
+    static void name(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,   \
+                     float *out, int64_t os, int64_t row_begin, int64_t row_end) {                     \
+        if (nbatch > LK_GEMV_MAX_BATCH)                                                                \
+            gemm(type, W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);                         \
+        else                                                                                           \
+            rows_fn(W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);                            \
+    }
+
+static void matmul_q4_K_small_avx512(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                                     float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+    if (nbatch != 1) {
+        matmul_q4_K_rows_avx512(W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);
+        return;
+    }
+    const uint8_t *w = (const uint8_t *)W;
+    int64_t r = row_begin;
+    for (; r + 4 <= row_end; r += 4) lk_q4_K_gemv_rows(4, w + (size_t)r * ws, ws, n, (const uint8_t *)xq, out + r);
+    for (; r < row_end; r++) lk_q4_K_gemv_rows(1, w + (size_t)r * ws, ws, n, (const uint8_t *)xq, out + r);
+}
+
+LK_DISPATCH(matmul_q4_K_avx512, matmul_q4_K_small_avx512, lk_k_gemm, LK_TYPE_Q4_K)
+LK_DISPATCH(matmul_q6_K_avx512, matmul_q6_K_rows_avx512, lk_k_gemm, LK_TYPE_Q6_K)
+LK_DISPATCH(matmul_f32_avx512, matmul_f32_rows_avx512, lk_f_gemm, LK_TYPE_F32)
+LK_DISPATCH(matmul_f16_avx512, matmul_f16_rows_avx512, lk_f_gemm, LK_TYPE_F16)
+LK_DISPATCH(matmul_bf16_avx512, matmul_bf16_rows_avx512, lk_f_gemm, LK_TYPE_BF16)
+
+// MARK: - Vector helpers
+
+static float dot_f32_avx512(const float *a, const float *b, int64_t n) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+static void axpy_f32_avx512(int64_t n, float a, const float *x, float *y) {
+    __m512 va = _mm512_set1_ps(a);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i));
+        _mm512_mask_storeu_ps(y + i, m, v);
+    }
+}
+
+static float dot_f16_f32_avx512(const uint16_t *a, const float *b, int64_t n) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i))), _mm512_loadu_ps(b + i), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i + 16))), _mm512_loadu_ps(b + i + 16), acc1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        acc0 = _mm512_fmadd_ps(lk_load_f16(a, i, m), _mm512_maskz_loadu_ps(m, b + i), acc0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+static void axpy_f16_avx512(int64_t n, float a, const uint16_t *x, float *y) {
+    __m512 va = _mm512_set1_ps(a);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_fmadd_ps(va, lk_load_f16(x, i, m), _mm512_maskz_loadu_ps(m, y + i));
+        _mm512_mask_storeu_ps(y + i, m, v);
+    }
+}
+
+static void f16_to_f32_avx512(const uint16_t *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(dst + i, m, lk_load_f16(src, i, m));
+    }
+}
+
+static void f32_to_f16_avx512(const float *src, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m256i h = _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm256_mask_storeu_epi16(dst + i, m, h);
+    }
+}
+
+#pragma clang attribute pop
+
+const lk_impl lk_impl_avx512 = {
+    .matmul_f32 = matmul_f32_avx512,
+    .matmul_f16 = matmul_f16_avx512,
+    .matmul_bf16 = matmul_bf16_avx512,
+    .matmul_q4_0 = matmul_q4_0_avx512,
+    .matmul_q8_0 = matmul_q8_0_avx512,
+    .matmul_q4_K = matmul_q4_K_avx512,
+    .matmul_q6_K = matmul_q6_K_avx512,
+    .dot_f32 = dot_f32_avx512,
+    .axpy_f32 = axpy_f32_avx512,
+    .dot_f16_f32 = dot_f16_f32_avx512,
+    .axpy_f16 = axpy_f16_avx512,
+    .f16_to_f32 = f16_to_f32_avx512,
+    .f32_to_f16 = f32_to_f16_avx512,
+};
+
+#endif
