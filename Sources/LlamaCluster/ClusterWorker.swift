@@ -169,7 +169,10 @@ public final class ClusterWorker: @unchecked Sendable {
         try control.send([message.encode()])
     }
 
+    private var lastJoin = Date.distantPast
+
     private func sendJoin() throws {
+        lastJoin = Date()
         logger.info("joining \(options.coordinator) as \(options.name) (data input \(dataEndpoint), \(options.threads) threads)")
         try send(.join(Join(workerName: options.name, threads: UInt32(options.threads),
                             memoryBudgetBytes: UInt64(max(options.memoryBudget, 0)), cpuFeatures: SystemInfo.cpuFeatures,
@@ -204,8 +207,9 @@ public final class ClusterWorker: @unchecked Sendable {
             return false
         case .error(let e):
             if e.code == .notJoined {
-                // The coordinator restarted or forgot us: join again.
-                try sendJoin()
+                // The coordinator restarted or forgot us: join again (unless our join is on its way:
+                // a heartbeat can overtake it at start-up).
+                if Date().timeIntervalSince(lastJoin) > 2 { try sendJoin() }
             } else {
                 logger.error("coordinator reported: \(e.message)")
                 if e.code == .modelMismatch || e.code == .protocolVersion { throw WorkerError.rejected(e.message) }
@@ -349,6 +353,7 @@ public final class ClusterWorker: @unchecked Sendable {
         f.dtype = activationType
         codec.encode(f, into: &encoded)
         busyNanos.add(DispatchTime.now().uptimeNanoseconds - t0, ordering: .relaxed)
+        logger.trace("frame \(f.stepID & 0xFF_FFFF_FFFF): \(f.tokenCount) tokens on to \(outputAddress ?? "nowhere")")
         do {
             try output?.send([encoded])
         } catch {
@@ -387,6 +392,16 @@ public final class ClusterWorker: @unchecked Sendable {
 extension ActivationFrame {
     /// Drops the tokens whose `needLogits` flag is false (the last stage sends back only those).
     mutating func retainTokensNeedingLogits() {
+        // A frame carries at least one token: with none wanted, the last one stands in (flag false).
+        if !needLogits.contains(true) {
+            let last = tokenCount - 1
+            for j in 0..<width { values[j] = values[last * width + j] }
+            sequenceIDs = [sequenceIDs[last]]
+            positions = [positions[last]]
+            needLogits = [false]
+            values.removeLast(values.count - width)
+            return
+        }
         var w = 0
         for r in 0..<tokenCount where needLogits[r] {
             if w != r {

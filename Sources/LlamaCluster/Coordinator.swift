@@ -288,6 +288,7 @@ final class Scheduler {
     var active: [RequestState] = []
     var freeSlots: [Int32]
     var inFlight: [UInt64: [(request: RequestState, row: Int)]] = [:]
+    var sentAt: [UInt64: Double] = [:]
     var roundRobin = 0
     var recentTokens: [(time: Double, count: Int)] = []
 
@@ -466,6 +467,15 @@ final class Scheduler {
         guard let ranges else { return }
         epoch &+= 1
         clusterReady = false
+        // Frames of the old epoch will be dropped and the workers' caches are cleared: requests
+        // still running start over from their first token (what they already streamed stays
+        // valid, since the same tokens are fed again).
+        for r in active {
+            r.sent = 0
+            r.awaitingLogits = false
+        }
+        inFlight.removeAll()
+        sentAt.removeAll()
         let c = coordinator
         logger.info("epoch \(epoch): \(reason)")
         for (i, w) in workers.enumerated() {
@@ -531,6 +541,14 @@ final class Scheduler {
 
     func checkHeartbeats() {
         let timeout = coordinator.manifest.heartbeatTimeout
+        // A frame that never comes back (a stage rejected it) must not stall its requests forever.
+        let frameTimeout = max(60, timeout * 10)
+        for (id, t) in sentAt where now - t > frameTimeout {
+            sentAt[id] = nil
+            for (r, _) in inFlight.removeValue(forKey: id) ?? [] {
+                fail(r, ClusterError.workerLost("a pipeline frame did not come back within \(Int(frameTimeout)) s (see the workers' logs)"))
+            }
+        }
         var lost: [String] = []
         for w in workers where w.state == .loading || w.state == .ready || w.state == .failed {
             if now - w.lastSeen > timeout {
@@ -545,6 +563,7 @@ final class Scheduler {
         for r in active { fail(r, ClusterError.workerLost(message)) }
         active.removeAll()
         inFlight.removeAll()
+        sentAt.removeAll()
         freeSlots = (0..<Int32(coordinator.manifest.maxSequences)).reversed()
         // Survivors drop their caches and frames of the old epoch.
         reassign(reason: "\(lost.joined(separator: ", ")) missing")
@@ -671,6 +690,7 @@ final class Scheduler {
                 return
             }
             inFlight[frame.stepID] = rows
+            sentAt[frame.stepID] = now
         }
     }
 
@@ -685,6 +705,7 @@ final class Scheduler {
             return
         }
         guard case .activation = decoded else { return }  // sequence releases come back too
+        sentAt[back.stepID] = nil
         guard let rows = inFlight.removeValue(forKey: back.stepID) else {
             logger.debug("dropping a returning frame of an earlier epoch")
             return

@@ -39,7 +39,7 @@ final class LocalCluster: @unchecked Sendable {
                                        coordinatorThreads: 1, activations: activations, maxSequences: maxSequences,
                                        context: 512, heartbeatTimeout: heartbeatTimeout, batch: batch, workers: specs)
         var logger = Logger(label: "test-coordinator")
-        logger.logLevel = .warning
+        logger.logLevel = ProcessInfo.processInfo.environment["LLAMA_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
         coordinator = try Coordinator(manifest: manifest, logger: logger)
         try coordinator.start()
     }
@@ -51,7 +51,7 @@ final class LocalCluster: @unchecked Sendable {
                                     advertiseHost: "127.0.0.1", heartbeatInterval: 0.2)
         options.listen = "tcp://127.0.0.1:0"
         var logger = Logger(label: "test-\(name)")
-        logger.logLevel = .warning
+        logger.logLevel = ProcessInfo.processInfo.environment["LLAMA_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
         let worker = try ClusterWorker(options: options, logger: logger)
         let sem = DispatchSemaphore(value: 0)
         workers[name] = worker
