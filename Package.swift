@@ -39,6 +39,8 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Small blocking HTTP/1.1 client of that endpoint (POSIX sockets, no extra package).
+        .target(name: "LlamaClient", dependencies: ["LlamaSampling"]),
 
         // MARK: - Executables
         .executableTarget(name: "llama-coord", dependencies: [
@@ -58,6 +60,10 @@ let package = Package(
         .testTarget(name: "LlamaModelTests", dependencies: ["LlamaModel", "GGUF"]),
         .testTarget(name: "LlamaServerTests", dependencies: [
             "LlamaServer", "LlamaSampling",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
+        .testTarget(name: "LlamaClientTests", dependencies: [
+            "LlamaClient", "LlamaServer", "LlamaSampling",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
     ],
