@@ -42,13 +42,28 @@ let package = Package(
         // Small blocking HTTP/1.1 client of that endpoint (POSIX sockets, no extra package).
         .target(name: "LlamaClient", dependencies: ["LlamaSampling"]),
 
+        // MARK: - Cluster wire format and transport
+        .systemLibrary(name: "CZeroMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
+        .target(name: "CClusterWire", dependencies: ["CProtobufC"], cSettings: fastC),
+        .target(name: "ClusterWire", dependencies: ["CClusterWire"]),
+        .target(name: "ClusterTransport", dependencies: ["CZeroMQ"]),
+
+        // MARK: - Cluster roles: manifest, coordinator, worker
+        .target(name: "LlamaCluster", dependencies: [
+            "ClusterWire", "ClusterTransport", "LlamaModel", "LlamaServer",
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
         // MARK: - Executables
         .executableTarget(name: "llama-coord", dependencies: [
             "LlamaModel",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "llama-worker", dependencies: [
-            "LlamaModel",
+            "LlamaCluster",
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -65,6 +80,12 @@ let package = Package(
         .testTarget(name: "LlamaClientTests", dependencies: [
             "LlamaClient", "LlamaServer", "LlamaSampling",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
+        .testTarget(name: "ClusterWireTests", dependencies: ["ClusterWire"]),
+        .testTarget(name: "ClusterTransportTests", dependencies: ["ClusterTransport", "ClusterWire"]),
+        .testTarget(name: "LlamaClusterTests", dependencies: [
+            "LlamaCluster", "ClusterTransport", "ClusterWire", "LlamaModel", "LlamaServer", "LlamaSampling",
+            .product(name: "Logging", package: "swift-log"),
         ]),
     ],
     swiftLanguageModes: [.v5]

@@ -1,0 +1,169 @@
+#pragma once
+// Shared definitions of the kernel implementation files.
+
+#include "llama_kernels.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+// MARK: - GGML block layouts
+
+#ifndef LK_X86_IMPLS
+#define LK_X86_IMPLS 0
+#endif
+
+#define LK_QK4_0 32
+#define LK_QK8_0 32
+#define LK_QK_K 256
+
+typedef struct {
+    uint16_t d;
+    uint8_t qs[16];
+} lk_block_q4_0;
+
+typedef struct {
+    uint16_t d;
+    int8_t qs[32];
+} lk_block_q8_0;
+
+typedef struct {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qs[128];
+} lk_block_q4_K;
+
+typedef struct {
+    uint8_t ql[128];
+    uint8_t qh[64];
+    int8_t scales[16];
+    uint16_t d;
+} lk_block_q6_K;
+
+typedef struct {
+    float d;
+    int8_t qs[256];
+    int16_t bsums[16];
+} lk_block_q8_K;
+
+_Static_assert(sizeof(lk_block_q4_0) == 18, "Q4_0 block size");
+_Static_assert(sizeof(lk_block_q8_0) == 34, "Q8_0 block size");
+_Static_assert(sizeof(lk_block_q4_K) == 144, "Q4_K block size");
+_Static_assert(sizeof(lk_block_q6_K) == 210, "Q6_K block size");
+_Static_assert(sizeof(lk_block_q8_K) == 292, "Q8_K block size");
+
+// MARK: - Activation row layout
+//
+// Q8_0 activations (for Q4_0 and Q8_0 weights): nb = n / 32 GGML Q8_0 blocks,
+// then (16-byte aligned offset) an auxiliary copy of the quants arranged for
+// 512-bit loads, then nb float scales, then nb int32 block sums.
+//
+// For Q4_0 weights each group of four blocks b0..b3 (128 bytes) of the
+// auxiliary copy is stored as [b0 0..15, b1 0..15, b2 0..15, b3 0..15,
+// b0 16..31, ..., b3 16..31], the order in which Q4_0 nibbles unpack; for Q8_0
+// weights the quants are stored contiguously in natural order. A trailing group
+// of fewer than four blocks is padded with zeros.
+//
+// Q8_K activations (for Q4_K and Q6_K): plain GGML Q8_K blocks.
+
+static inline size_t lk_align16(size_t x) { return (x + 15) & ~(size_t)15; }
+
+static inline size_t lk_q8_act_aux_offset(int64_t n) {
+    return lk_align16((size_t)(n / 32) * sizeof(lk_block_q8_0));
+}
+static inline size_t lk_q8_act_scales_offset(int64_t n) {
+    int64_t groups = (n / 32 + 3) / 4;
+    return lk_q8_act_aux_offset(n) + (size_t)groups * 128;
+}
+static inline size_t lk_q8_act_sums_offset(int64_t n) {
+    return lk_q8_act_scales_offset(n) + (size_t)(n / 32) * sizeof(float);
+}
+static inline size_t lk_q8_act_size(int64_t n) {
+    return lk_align16(lk_q8_act_sums_offset(n) + (size_t)(n / 32) * sizeof(int32_t));
+}
+
+// MARK: - Scalar half and bfloat conversions
+
+static inline float lk_bits_to_float(uint32_t bits) {
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline uint32_t lk_float_to_bits(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    return bits;
+}
+
+static inline float lk_half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exponent = (h >> 10) & 0x1f;
+    uint32_t mantissa = h & 0x3ff;
+    if (exponent == 0) {
+        float magnitude = (float)mantissa * 5.9604644775390625e-8f;  // 2^-24
+        return sign ? -magnitude : magnitude;
+    }
+    if (exponent == 31) return lk_bits_to_float(sign | 0x7f800000u | (mantissa << 13));
+    return lk_bits_to_float(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
+static inline uint16_t lk_float_to_half(float f) {
+    uint32_t x = lk_float_to_bits(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) {  // infinity or NaN (NaN stays quiet NaN)
+        return sign | 0x7c00 | (ax > 0x7f800000u ? (uint16_t)(0x200 | ((ax >> 13) & 0x3ff)) : 0);
+    }
+    if (ax >= 0x477ff000u) return sign | 0x7c00;  // rounds to infinity
+    if (ax < 0x38800000u) {  // below 2^-14: subnormal half or zero
+        float scaled = lk_bits_to_float(ax) * 16777216.0f;  // exact
+        return sign | (uint16_t)nearbyintf(scaled);
+    }
+    uint32_t rounded = ax + 0xfff + ((ax >> 13) & 1) - 0x38000000u;
+    return sign | (uint16_t)(rounded >> 13);
+}
+
+static inline float lk_bf16_to_float(uint16_t h) { return lk_bits_to_float((uint32_t)h << 16); }
+
+static inline uint16_t lk_float_to_bf16(float f) {
+    uint32_t x = lk_float_to_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
+    return (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
+}
+
+// Q4_K: 6-bit scale and min of sub-block j (0..7).
+static inline void lk_q4_K_scale_min(int j, const uint8_t *q, uint8_t *scale, uint8_t *min) {
+    if (j < 4) {
+        *scale = q[j] & 63;
+        *min = q[j + 4] & 63;
+    } else {
+        *scale = (uint8_t)((q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4));
+        *min = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+// MARK: - Per-instruction-set implementations
+
+typedef void (*lk_matmul_fn)(const void *W, size_t w_row_stride, int64_t ncols,
+                             const void *xq, size_t xq_row_stride, int64_t nbatch,
+                             float *out, int64_t out_row_stride,
+                             int64_t row_begin, int64_t row_end);
+
+typedef struct {
+    lk_matmul_fn matmul_f32, matmul_f16, matmul_bf16;
+    lk_matmul_fn matmul_q4_0, matmul_q8_0, matmul_q4_K, matmul_q6_K;
+    float (*dot_f32)(const float *, const float *, int64_t);
+    void (*axpy_f32)(int64_t, float, const float *, float *);
+    float (*dot_f16_f32)(const uint16_t *, const float *, int64_t);
+    void (*axpy_f16)(int64_t, float, const uint16_t *, float *);
+    void (*f16_to_f32)(const uint16_t *, float *, int64_t);
+    void (*f32_to_f16)(const float *, uint16_t *, int64_t);
+} lk_impl;
+
+extern const lk_impl lk_impl_scalar;
+#if defined(__x86_64__) && LK_X86_IMPLS
+extern const lk_impl lk_impl_avx2;
+extern const lk_impl lk_impl_avx512;
+#endif

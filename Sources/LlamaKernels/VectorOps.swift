@@ -1,0 +1,85 @@
+import CLlamaKernels
+import GGUF
+
+// MARK: - Encoding
+
+/// Decodes `count` elements of `type` into floats.
+public func dequantizeRow(_ type: GGMLType, _ source: UnsafeRawPointer, _ destination: UnsafeMutablePointer<Float>, count: Int) {
+    precondition(type.isSupported || type == .q8_K, "dequantizeRow: unsupported type \(type)")
+    precondition(count % type.blockSize == 0, "dequantizeRow: \(count) is not a multiple of the \(type) block size")
+    lk_dequantize_row(Int32(type.rawValue), source, destination, Int64(count))
+}
+
+/// Encodes `count` floats as `type`; `destination` needs `type.byteCount(elements: count)` bytes.
+public func quantizeRow(_ type: GGMLType, _ source: UnsafePointer<Float>, _ destination: UnsafeMutableRawPointer, count: Int) {
+    precondition(type.isSupported || type == .q8_K, "quantizeRow: unsupported type \(type)")
+    precondition(count % type.blockSize == 0, "quantizeRow: \(count) is not a multiple of the \(type) block size")
+    lk_quantize_row(Int32(type.rawValue), source, destination, Int64(count))
+}
+
+// MARK: - Vector helpers
+
+/// Sum of `a[i] * b[i]`.
+@inline(__always)
+public func dotF32(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+    lk_dot_f32(a, b, Int64(count))
+}
+
+/// `y[i] += alpha * x[i]`.
+@inline(__always)
+public func axpyF32(count: Int, alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
+    lk_axpy_f32(Int64(count), alpha, x, y)
+}
+
+/// Sum of `half(a[i]) * b[i]` for a vector stored as IEEE halves.
+@inline(__always)
+public func dotF16F32(_ a: UnsafePointer<UInt16>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+    lk_dot_f16_f32(a, b, Int64(count))
+}
+
+/// `y[i] += alpha * half(x[i])` for a vector stored as IEEE halves.
+@inline(__always)
+public func axpyF16(count: Int, alpha: Float, _ x: UnsafePointer<UInt16>, _ y: UnsafeMutablePointer<Float>) {
+    lk_axpy_f16(Int64(count), alpha, x, y)
+}
+
+/// Converts IEEE halves to floats.
+@inline(__always)
+public func convertF16ToF32(_ source: UnsafePointer<UInt16>, _ destination: UnsafeMutablePointer<Float>, count: Int) {
+    lk_f16_to_f32(source, destination, Int64(count))
+}
+
+/// Converts floats to IEEE halves, rounding to nearest even.
+@inline(__always)
+public func convertF32ToF16(_ source: UnsafePointer<Float>, _ destination: UnsafeMutablePointer<UInt16>, count: Int) {
+    lk_f32_to_f16(source, destination, Int64(count))
+}
+
+// MARK: - Instruction set
+
+/// The SIMD instruction-set level the kernels use.
+public enum KernelISA: Int, Sendable, CaseIterable, CustomStringConvertible {
+    case scalar = 0
+    case avx2 = 1
+    case avx512 = 2
+
+    /// Level in use.
+    public static var current: KernelISA { KernelISA(rawValue: Int(lk_isa_level())) ?? .scalar }
+
+    /// Best level this CPU supports.
+    public static var best: KernelISA { KernelISA(rawValue: Int(lk_isa_max_level())) ?? .scalar }
+
+    /// Levels this CPU can run, lowest first.
+    public static var available: [KernelISA] { allCases.filter { $0.rawValue <= best.rawValue } }
+
+    /// Selects a level (clamped to what the CPU supports). Affects all threads.
+    public static func force(_ level: KernelISA) { lk_force_isa(Int32(level.rawValue)) }
+
+    public var description: String {
+        switch self {
+        case .scalar: return "scalar"
+        case .avx2: return "avx2"
+        case .avx512: return "avx512"
+        }
+    }
+}

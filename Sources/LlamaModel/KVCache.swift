@@ -1,0 +1,93 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Keys and values of every sequence in flight, for the layers of one slice.
+///
+/// Layout: `(layer, slot, position, kvDim)` in f32. The storage is reserved as anonymous
+/// virtual memory, so a slot costs physical memory only for the positions it has used.
+public final class KVCache {
+    public let layerCount: Int
+    public let maxSequences: Int
+    public let contextLength: Int
+    public let kvDim: Int
+    /// Number of positions filled in each slot.
+    public private(set) var lengths: [Int]
+
+    let keys: UnsafeMutablePointer<Float>
+    let values: UnsafeMutablePointer<Float>
+    private let bytesPerTensor: Int
+
+    public init(layerCount: Int, maxSequences: Int, contextLength: Int, kvDim: Int) {
+        precondition(layerCount > 0 && maxSequences > 0 && contextLength > 0 && kvDim > 0)
+        self.layerCount = layerCount
+        self.maxSequences = maxSequences
+        self.contextLength = contextLength
+        self.kvDim = kvDim
+        self.lengths = [Int](repeating: 0, count: maxSequences)
+        bytesPerTensor = layerCount * maxSequences * contextLength * kvDim * MemoryLayout<Float>.size
+        keys = Self.reserve(bytesPerTensor)
+        values = Self.reserve(bytesPerTensor)
+    }
+
+    deinit {
+        munmap(keys, bytesPerTensor)
+        munmap(values, bytesPerTensor)
+    }
+
+    private static func reserve(_ bytes: Int) -> UnsafeMutablePointer<Float> {
+        let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        precondition(p != MAP_FAILED && p != nil, "cannot reserve \(bytes) bytes for the KV cache")
+        return p!.bindMemory(to: Float.self, capacity: bytes / 4)
+    }
+
+    @inline(__always)
+    func offset(layer: Int, slot: Int, position: Int) -> Int {
+        ((layer * maxSequences + slot) * contextLength + position) * kvDim
+    }
+
+    /// Bytes of physical memory the filled positions occupy.
+    public var usedBytes: Int { lengths.reduce(0, +) * layerCount * kvDim * 2 * MemoryLayout<Float>.size }
+
+    /// Checks that a token at `position` of `slot` can be written next.
+    func checkWrite(slot: Int, position: Int) throws {
+        guard slot >= 0, slot < maxSequences else {
+            throw ModelError.sequence("sequence id \(slot) is outside 0..<\(maxSequences)")
+        }
+        guard position >= 0, position < contextLength else {
+            throw ModelError.sequence("position \(position) of sequence \(slot) is outside the context of \(contextLength)")
+        }
+        guard position <= lengths[slot] else {
+            throw ModelError.sequence("position \(position) of sequence \(slot) skips ahead of its \(lengths[slot]) cached positions")
+        }
+    }
+
+    /// Marks `slot` as holding positions `0..<length` (a later token at `length - 1` truncates the rest).
+    func setLength(slot: Int, _ length: Int) { lengths[slot] = length }
+
+    /// Forgets a sequence and returns its pages to the system.
+    public func release(slot: Int) {
+        guard slot >= 0, slot < maxSequences else { return }
+        let used = lengths[slot]
+        lengths[slot] = 0
+        guard used > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        for layer in 0..<layerCount {
+            for base in [keys, values] {
+                let start = UnsafeMutableRawPointer(base + offset(layer: layer, slot: slot, position: 0))
+                let bytes = used * kvDim * MemoryLayout<Float>.size
+                // Round inward to whole pages; partial pages are simply overwritten later.
+                let s = (Int(bitPattern: start) + page - 1) / page * page
+                let e = (Int(bitPattern: start) + bytes) / page * page
+                if e > s { _ = madvise(UnsafeMutableRawPointer(bitPattern: s), e - s, Int32(MADV_DONTNEED)) }
+            }
+        }
+    }
+
+    /// Forgets every sequence.
+    public func releaseAll() {
+        for s in 0..<maxSequences { release(slot: s) }
+    }
+}

@@ -1,0 +1,88 @@
+import GGUF
+import LlamaKernels
+import LlamaTokenizer
+
+/// A model opened for inference in one process: tokenizer, head and all layers.
+///
+/// This is the single-process path (`llama-coord run`); the cluster splits the same
+/// pieces between the coordinator (head, tokenizer) and workers (layer slices).
+public final class LlamaEngine {
+    public let file: GGUFFile
+    public let config: LlamaConfig
+    public let tokenizer: LlamaTokenizer
+    public let head: LlamaHead
+    public let slice: LayerSlice
+    public let pool: ThreadPool
+    /// Positions each sequence can hold.
+    public var contextLength: Int { slice.cache.contextLength }
+
+    private var hidden: [Float]
+
+    /// - Parameters:
+    ///   - threads: compute threads (default: all cores).
+    ///   - contextLength: positions per sequence (default: the model's).
+    public init(path: String, threads: Int? = nil, maxSequences: Int = 1, contextLength: Int? = nil,
+                maxBatch: Int = 512) throws {
+        file = try GGUFFile(path: path)
+        config = try LlamaConfig(gguf: file)
+        tokenizer = LlamaTokenizer(vocabulary: try Vocabulary(gguf: file))
+        guard tokenizer.vocabularySize == config.vocabSize else {
+            throw ModelError.invalidConfig(key: "tokenizer.ggml.tokens",
+                                           reason: "\(tokenizer.vocabularySize) tokens but the model has a vocabulary of \(config.vocabSize)")
+        }
+        pool = ThreadPool(threadCount: threads ?? defaultThreadCount)
+        let ctx = contextLength ?? config.contextLength
+        head = try LlamaHead(file: file, config: config, maxBatch: maxBatch, pool: pool)
+        slice = try LayerSlice(file: file, config: config, layers: LayerRange(0, config.layerCount),
+                               maxSequences: maxSequences, contextLength: ctx, maxBatch: maxBatch, pool: pool)
+        hidden = [Float](repeating: 0, count: maxBatch * config.dim)
+    }
+
+    /// Which positions of an evaluated batch need logits.
+    public enum LogitsWanted {
+        case last
+        case all
+        case from(Int)
+    }
+
+    /// Runs `tokens` of one sequence starting at `startPosition` and returns the logits requested,
+    /// row-major (positions, vocab).
+    @discardableResult
+    public func evaluate(_ tokens: [Int32], sequence: Int32 = 0, startPosition: Int, logits wanted: LogitsWanted = .last) throws -> [Float] {
+        guard startPosition + tokens.count <= contextLength else {
+            throw ModelError.promptTooLong(tokens: startPosition + tokens.count, context: contextLength)
+        }
+        let first: Int
+        switch wanted {
+        case .last: first = tokens.count - 1
+        case .all: first = 0
+        case .from(let f): first = max(0, min(f, tokens.count - 1))
+        }
+        let vocab = config.vocabSize
+        var out = [Float](repeating: 0, count: (tokens.count - first) * vocab)
+        let chunk = slice.maxBatch
+        var start = 0
+        while start < tokens.count {
+            let n = min(chunk, tokens.count - start)
+            try hidden.withUnsafeMutableBufferPointer { h in
+                try tokens.withUnsafeBufferPointer { t in
+                    try head.embed(UnsafeBufferPointer(rebasing: t[start..<start + n]), into: h.baseAddress!)
+                }
+                try slice.forward(hidden: h.baseAddress!, count: n, sequence: sequence, startPosition: startPosition + start)
+                // Logits only for wanted positions in this chunk.
+                let lo = max(first, start), hi = start + n
+                if lo < hi {
+                    out.withUnsafeMutableBufferPointer { o in
+                        head.logits(hidden: h.baseAddress! + (lo - start) * config.dim, count: hi - lo,
+                                    into: o.baseAddress! + (lo - first) * vocab)
+                    }
+                }
+            }
+            start += n
+        }
+        return out
+    }
+
+    /// Forgets a sequence's cache.
+    public func reset(sequence: Int32 = 0) { slice.release(sequence: sequence) }
+}

@@ -1,0 +1,141 @@
+import ClusterTransport
+import ClusterWire
+import Foundation
+import LlamaCluster
+import LlamaModel
+import LlamaSampling
+import LlamaServer
+import Testing
+
+@Suite("Cluster on loopback", .serialized, .timeLimit(.minutes(5)))
+struct ClusterTests {
+    static let prompts: [[Int32]] = [
+        [1, 5132, 338],                                                    // "Python is"
+        [1, 660, 29901, 1724, 338, 278, 6593, 310, 2834, 29973, 13, 29909, 29901],
+        [1, 450, 4996, 17354, 1701, 29916, 432, 17204, 975, 278, 17366, 11203, 29889, 450],
+    ]
+
+    @Test("1, 2 and 3 workers give the tokens of one process", arguments: [1, 2, 3])
+    func sameTokensAsOneProcess(workers n: Int) async throws {
+        let names = (1...n).map { "w\($0)" }
+        let cluster = try LocalCluster(workers: names, batch: 8)   // batch 8: prompts span several frames
+        defer { cluster.stop() }
+        for name in names { try cluster.startWorker(name) }
+        try cluster.waitReady()
+        for p in Self.prompts {
+            let expected = try singleProcessTokens(p, maxTokens: 24)
+            let got = try await cluster.complete(p, maxTokens: 24)
+            #expect(got == expected, "\(n) workers, prompt \(p)")
+        }
+    }
+
+    @Test("concurrent requests each get what they get alone")
+    func concurrentRequests() async throws {
+        let cluster = try LocalCluster(workers: ["a", "b"], maxSequences: 4)
+        defer { cluster.stop() }
+        try cluster.startWorker("a")
+        try cluster.startWorker("b")
+        try cluster.waitReady()
+        var jobs: [([Int32], Int)] = []
+        for i in 0..<8 { jobs.append((Self.prompts[i % 3] + [Int32(29871 + i)], 12 + i)) }
+        var alone: [[Int32]] = []
+        for (p, n) in jobs { alone.append(try await cluster.complete(p, maxTokens: n)) }
+        let together = try await withThrowingTaskGroup(of: (Int, [Int32]).self) { group in
+            for (i, (p, n)) in jobs.enumerated() {
+                group.addTask { (i, try await cluster.complete(p, maxTokens: n)) }
+            }
+            var out = [[Int32]](repeating: [], count: jobs.count)
+            for try await (i, t) in group { out[i] = t }
+            return out
+        }
+        #expect(together == alone)
+        #expect(cluster.coordinator.metrics().requestsTotal == 16)
+    }
+
+    @Test("a worker without the model file gets its layers from the coordinator")
+    func streamedWeights() async throws {
+        let cluster = try LocalCluster(workers: ["local", "streamed"])
+        defer { cluster.stop() }
+        try cluster.startWorker("local")
+        try cluster.startWorker("streamed", model: nil)
+        try cluster.waitReady()
+        let p = Self.prompts[1]
+        #expect(try await cluster.complete(p, maxTokens: 16) == singleProcessTokens(p, maxTokens: 16))
+        // The cache keeps the layers: a restart loads them without streaming.
+        let cached = try FileManager.default.subpathsOfDirectory(atPath: cluster.cacheDirectory).filter { $0.hasSuffix(".gguf") }
+        #expect(cached.count == 1)
+        cluster.kill("streamed")
+        try cluster.startWorker("streamed", model: nil)
+        try cluster.waitReady()
+        #expect(try await cluster.complete(p, maxTokens: 16) == singleProcessTokens(p, maxTokens: 16))
+    }
+
+    @Test("a vanished worker fails its requests quickly; the cluster serves again when it rejoins")
+    func workerLoss() async throws {
+        let cluster = try LocalCluster(workers: ["w1", "w2"], heartbeatTimeout: 1)
+        defer { cluster.stop() }
+        try cluster.startWorker("w1")
+        try cluster.startWorker("w2")
+        try cluster.waitReady()
+        let p = Self.prompts[0]
+        let start = Date()
+        let stream = cluster.coordinator.submit(CompletionJob(promptTokens: p, parameters: .greedy, maxTokens: 400))
+        var sawToken = false
+        var failure: Error?
+        do {
+            for try await event in stream {
+                if case .token = event, !sawToken {
+                    sawToken = true
+                    cluster.kill("w2")
+                }
+            }
+        } catch {
+            failure = error
+        }
+        #expect(sawToken)
+        #expect(failure != nil, "the request must end with an error")
+        #expect("\(failure.map { "\($0)" } ?? "")".contains("w2"))
+        #expect(Date().timeIntervalSince(start) < 10)
+        #expect(cluster.coordinator.health().ready == false)
+        #expect(cluster.coordinator.missingWorkers == ["w2"])
+        // New requests are refused with a clear error while w2 is missing.
+        await #expect(throws: (any Error).self) { _ = try await cluster.complete(p, maxTokens: 4) }
+        try cluster.startWorker("w2")
+        try cluster.waitReady()
+        #expect(try await cluster.complete(p, maxTokens: 16) == singleProcessTokens(p, maxTokens: 16))
+    }
+
+    @Test("garbage on every socket is rejected and the cluster keeps serving")
+    func garbageOnSockets() async throws {
+        let cluster = try LocalCluster(workers: ["g1", "g2"])
+        defer { cluster.stop() }
+        try cluster.startWorker("g1")
+        try cluster.startWorker("g2")
+        try cluster.waitReady()
+        let ctx = try ZMQContext()
+        var rng = SystemRandomNumberGenerator()
+        func junk() -> [UInt8] { (0..<Int.random(in: 0..<300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) } }
+        // Control socket: an unknown identity, and a known one sending junk.
+        for id in ["intruder", "g1", "g1#hb"] {
+            let s = try ctx.socket(.dealer)
+            try s.set(.routingID(Array(id.utf8)))
+            try s.connect(cluster.controlAddress)
+            for _ in 0..<20 { try s.send([junk()]) }
+        }
+        // Data sockets: every worker's input and the coordinator's return path.
+        var endpoints = cluster.coordinator.health().workers.compactMap(\.address)
+        endpoints.append(cluster.coordinator.returnEndpoint.replacingOccurrences(of: "*", with: "127.0.0.1"))
+        for e in endpoints {
+            let s = try ctx.socket(.push)
+            try s.connect(e)
+            for _ in 0..<20 { try s.send([junk()]) }
+            // A well-formed frame of the wrong width.
+            let bad = ActivationFrame(stepID: 1, width: 3, dtype: .f32, sequenceIDs: [0], positions: [0], values: [1, 2, 3])
+            try s.send([WireMessage.activation(bad).encode()])
+        }
+        usleep(300_000)
+        #expect(cluster.coordinator.health().ready)
+        let p = Self.prompts[2]
+        #expect(try await cluster.complete(p, maxTokens: 12) == singleProcessTokens(p, maxTokens: 12))
+    }
+}

@@ -1,0 +1,90 @@
+import LlamaCluster
+import Testing
+
+@Suite("Cluster manifest")
+struct ManifestTests {
+    static let example = """
+        model: /models/llama-2-70b.Q4_0.gguf
+        coordinator: { control: "tcp://0.0.0.0:5555", http: "0.0.0.0:8080" }
+        activations: f16        # or f32
+        max_sequences: 8
+        context: 4096
+        workers:
+          - { name: w1, layers: "0-39", threads: 8 }   # layers 0..39 inclusive
+          - { name: w2 }                               # no range: balanced by reported memory
+        """
+
+    @Test("the documented form parses")
+    func documentedForm() throws {
+        let m = try ClusterManifest.parse(yaml: Self.example)
+        #expect(m.model == "/models/llama-2-70b.Q4_0.gguf")
+        #expect(m.controlAddress == "tcp://0.0.0.0:5555")
+        #expect(m.httpHost == "0.0.0.0" && m.httpPort == 8080)
+        #expect(m.activations == .f16)
+        #expect(m.maxSequences == 8 && m.context == 4096)
+        #expect(m.workers.count == 2)
+        #expect(m.workers[0].layers == 0..<40 && m.workers[0].threads == 8)
+        #expect(m.workers[1].layers == nil)
+        let ranges = try m.assignLayers(layerCount: 80)
+        #expect(ranges["w1"] == 0..<40 && ranges["w2"] == 40..<80)
+    }
+
+    @Test("workers without ranges share layers in proportion to memory")
+    func balanced() throws {
+        let m = try ClusterManifest.parse(yaml: """
+            model: m.gguf
+            workers: [{ name: a }, { name: b }, { name: c }]
+            """, baseDirectory: "/base")
+        #expect(m.model == "/base/m.gguf")
+        let gib = 1 << 30
+        let r = try m.assignLayers(layerCount: 80, memory: ["a": 16 * gib, "b": 32 * gib, "c": 32 * gib])
+        #expect(r["a"] == 0..<16 && r["b"] == 16..<48 && r["c"] == 48..<80)
+        let equal = try m.assignLayers(layerCount: 6)
+        #expect(equal["a"] == 0..<2 && equal["b"] == 2..<4 && equal["c"] == 4..<6)
+        // Every worker gets at least one layer even with tiny memory.
+        let skewed = try m.assignLayers(layerCount: 3, memory: ["a": 1, "b": 1000 * gib, "c": 1])
+        #expect(skewed["a"]!.count >= 1 && skewed["b"]!.count >= 1 && skewed["c"]!.count >= 1)
+        #expect(skewed["a"]!.lowerBound == 0 && skewed["c"]!.upperBound == 3)
+    }
+
+    @Test("errors name the field", arguments: [
+        ("workers: [{ name: a }]", "model"),
+        ("model: m\n", "workers"),
+        ("model: m\nworkers: []", "workers"),
+        ("model: m\nworkers: [{ name: a, layers: \"4-\" }]", "workers[0].layers"),
+        ("model: m\nworkers: [{ name: a, layers: \"5-2\" }]", "workers[0].layers"),
+        ("model: m\nworkers: [{ name: a }, { name: a }]", "workers[1].name"),
+        ("model: m\nworkers: [{ name: a, threads: -1 }]", "workers[0].threads"),
+        ("model: m\nworkers: [{ name: a, thread: 2 }]", "workers[0].thread"),
+        ("model: m\nactivations: f8\nworkers: [{ name: a }]", "activations"),
+        ("model: m\nmax_sequences: zero\nworkers: [{ name: a }]", "max_sequences"),
+        ("model: m\ncoordinator: { control: \"localhost\" }\nworkers: [{ name: a }]", "coordinator.control"),
+        ("model: m\ncoordinator: { http: \"0.0.0.0:99999\" }\nworkers: [{ name: a }]", "coordinator.http"),
+        ("model: m\ncontext: 4096\nworkers: [{ name: a, layers: \"10-19\" }, { name: b, layers: \"0-9\" }]", "workers[1].layers"),
+        ("model: m\nworkerz: []\nworkers: [{ name: a }]", "workerz"),
+        ("[1, 2, 3]", ""),
+        ("model: [unclosed", ""),
+    ])
+    func namedErrors(_ yaml: String, _ field: String) {
+        do {
+            _ = try ClusterManifest.parse(yaml: yaml)
+            Issue.record("expected an error for \(yaml.debugDescription)")
+        } catch let e as ManifestError {
+            #expect(e.field == field, "\(e)")
+        } catch {
+            Issue.record("unexpected error \(error)")
+        }
+    }
+
+    @Test("ranges must cover the model")
+    func coverage() throws {
+        let gap = try ClusterManifest.parse(yaml: "model: m\nworkers: [{ name: a, layers: \"0-9\" }, { name: b, layers: \"12-19\" }]")
+        #expect(throws: ManifestError.self) { try gap.assignLayers(layerCount: 20) }
+        let short = try ClusterManifest.parse(yaml: "model: m\nworkers: [{ name: a, layers: \"0-9\" }]")
+        #expect(throws: ManifestError.self) { try short.assignLayers(layerCount: 20) }
+        let long = try ClusterManifest.parse(yaml: "model: m\nworkers: [{ name: a, layers: \"0-29\" }]")
+        #expect(throws: ManifestError.self) { try long.assignLayers(layerCount: 20) }
+        let crowded = try ClusterManifest.parse(yaml: "model: m\nworkers: [{ name: a }, { name: b }, { name: c }]")
+        #expect(throws: ManifestError.self) { try crowded.assignLayers(layerCount: 2) }
+    }
+}

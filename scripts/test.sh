@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs the whole test suite (the README's test command;
+# .ci/run runs exactly this).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/opt/swift/usr/bin:$PATH"
+scripts/install-deps.sh
+# The independent numpy reference the forward pass is checked against.
+VENV="${LLAMA_REF_VENV:-.venv-ref}"
+if ! "$VENV/bin/python" -c "import numpy, gguf" 2>/dev/null; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check numpy gguf
+fi
+export LLAMA_REF_PYTHON="$PWD/$VENV/bin/python"
+# Release build: the suite runs real models (perplexity over 60k tokens, clusters of processes).
+swift build -c release --build-tests
+swift test -c release --skip-build "$@"
