@@ -39,6 +39,9 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Small blocking HTTP/1.1 client of that endpoint (POSIX sockets, no extra package).
+        .target(name: "LlamaClient", dependencies: ["LlamaSampling"]),
+
         // MARK: - Cluster wire format and transport
         .systemLibrary(name: "CZeroMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
         .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
@@ -72,6 +75,10 @@ let package = Package(
         .testTarget(name: "LlamaModelTests", dependencies: ["LlamaModel", "GGUF"]),
         .testTarget(name: "LlamaServerTests", dependencies: [
             "LlamaServer", "LlamaSampling",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
+        .testTarget(name: "LlamaClientTests", dependencies: [
+            "LlamaClient", "LlamaServer", "LlamaSampling",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         .testTarget(name: "ClusterWireTests", dependencies: ["ClusterWire"]),

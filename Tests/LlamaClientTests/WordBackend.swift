@@ -1,0 +1,117 @@
+import Foundation
+import LlamaServer
+
+/// A model runner for client tests: byte tokens (id = byte + 3) and a fixed list of words
+/// generated one token each.
+final class WordBackend: CompletionBackend, @unchecked Sendable {
+    private let lock = NSLock()
+    private var terminationLog: [String] = []
+    private var jobLog: [CompletionJob] = []
+
+    let words: [String]
+    /// After the words, wait (up to 3 s) for cancellation instead of finishing.
+    let hangAfterWords: Bool
+    /// Fail with this message after the words instead of finishing.
+    let failureMessage: String?
+    /// Pause between tokens, in nanoseconds.
+    let tokenDelay: UInt64
+
+    let modelName = "word-llama"
+    let contextLength = 512
+    let bosID: Int32 = 1
+    let eosID: Int32 = 2
+
+    init(words: [String], hangAfterWords: Bool = false, failureMessage: String? = nil, tokenDelay: UInt64 = 0) {
+        self.words = words
+        self.hangAfterWords = hangAfterWords
+        self.failureMessage = failureMessage
+        self.tokenDelay = tokenDelay
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    var terminations: [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return terminationLog
+    }
+
+    var jobs: [CompletionJob] {
+        lock.lock()
+        defer { lock.unlock() }
+        return jobLog
+    }
+
+    /// Waits (at most 5 s) until `count` job streams have terminated.
+    func waitForTerminations(_ count: Int) -> [String] {
+        for _ in 0 ..< 500 where terminations.count < count {
+            usleep(10_000)
+        }
+        return terminations
+    }
+
+    func tokenize(_ text: String, addBOS: Bool) -> [Int32] {
+        (addBOS ? [bosID] : []) + text.utf8.map { Int32($0) + 3 }
+    }
+
+    func detokenize(_ ids: [Int32]) -> String {
+        String(decoding: ids.filter { $0 >= 3 && $0 < 259 }.map { UInt8($0 - 3) }, as: UTF8.self)
+    }
+
+    func submit(_ job: CompletionJob) -> AsyncThrowingStream<CompletionEvent, Error> {
+        lock.lock()
+        jobLog.append(job)
+        lock.unlock()
+        let (stream, continuation) = AsyncThrowingStream<CompletionEvent, Error>.makeStream()
+        let words = self.words, hang = hangAfterWords, failure = failureMessage, delay = tokenDelay
+        let producer = Task {
+            var emitted = 0
+            for (index, word) in words.enumerated() where emitted < job.maxTokens {
+                if delay > 0 { try? await Task.sleep(nanoseconds: delay) }
+                if Task.isCancelled { return }
+                continuation.yield(.token(id: Int32(300 + index), text: word))
+                emitted += 1
+            }
+            if let failure {
+                continuation.finish(throwing: Failure(description: failure))
+                return
+            }
+            if hang && emitted < job.maxTokens {
+                // Wait to be cancelled, but not forever: a job that is never cancelled
+                // finishes after 3 s, so a broken cancellation fails the test instead of hanging it.
+                for _ in 0 ..< 600 where !Task.isCancelled { try? await Task.sleep(nanoseconds: 5_000_000) }
+                if Task.isCancelled { return }
+            }
+            continuation.yield(.finished(emitted < job.maxTokens ? .stop : .length,
+                                         promptTokens: job.promptTokens.count, completionTokens: emitted))
+            continuation.finish()
+        }
+        continuation.onTermination = { [self] termination in
+            producer.cancel()
+            lock.lock()
+            if case .cancelled = termination { terminationLog.append("cancelled") } else { terminationLog.append("finished") }
+            lock.unlock()
+        }
+        return stream
+    }
+
+    func health() -> (ready: Bool, workers: [WorkerStatus]) {
+        (true, [
+            WorkerStatus(name: "w1", state: "ready", layers: "0-11", threads: 4, address: "tcp://127.0.0.1:7001",
+                         tokensProcessed: 640, tokensPerSecond: 21.25, secondsSinceHeartbeat: 0.5),
+            WorkerStatus(name: "w2", state: "loading", layers: "12-21"),
+        ])
+    }
+
+    func metrics() -> BackendMetrics {
+        var metrics = BackendMetrics()
+        metrics.requestsTotal = 9
+        metrics.requestsFailed = 1
+        metrics.promptTokensTotal = 300
+        metrics.generatedTokensTotal = 200
+        metrics.tokensPerSecond = 15.5
+        return metrics
+    }
+}

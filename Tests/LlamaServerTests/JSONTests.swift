@@ -1,0 +1,54 @@
+import Foundation
+import LlamaServer
+import Testing
+
+@Suite("JSONValue")
+struct JSONTests {
+    @Test("parses every kind of value")
+    func parsesValues() throws {
+        let value = try JSONValue.parse(#"""
+         {"a": [1, -2.5, 3e2, true, false, null], "b": {"c": "x\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00"},
+          "big": 9223372036854775807, "bigger": 9223372036854775808, "neg0": -0}
+        """#)
+        #expect(value["a"] == [1, -2.5, 300.0, true, false, nil])
+        #expect(value["b"]?["c"] == .string("x\"\\/\u{08}\u{0C}\n\r\té😀"))
+        #expect(value["big"] == .integer(Int64.max))
+        #expect(value["bigger"] == .number(9223372036854775808.0))
+        #expect(value["a"]?[1]?.integerValue == nil)
+        #expect(value["a"]?[2]?.integerValue == 300)
+    }
+
+    @Test("serialization round-trips and agrees with Foundation's parser")
+    func roundTrip() throws {
+        let value: JSONValue = [
+            "text": "quote \" backslash \\ newline \n tab \t control \u{01} del \u{7F} é 😀",
+            "numbers": [0, -7, 0.1, 1e-7, 123456.789, 1e300],
+            "nested": ["empty": [:], "list": []],
+            "flags": [true, false, nil],
+        ]
+        let text = value.serialized
+        #expect(try JSONValue.parse(text) == value)
+        let foundation = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+        #expect(foundation?["text"] as? String == "quote \" backslash \\ newline \n tab \t control \u{01} del \u{7F} é 😀")
+        let numbers = (foundation?["numbers"] as? [Any])?.compactMap { ($0 as? NSNumber)?.doubleValue }
+        #expect(numbers == [0, -7, 0.1, 1e-7, 123456.789, 1e300])
+    }
+
+    @Test("rejects malformed documents with a position", arguments: [
+        "", " ", "{", "[1,]", "{\"a\" 1}", "{\"a\":1,}", "01", "1.", ".5", "1e", "-", "+1", "tru", "nulll",
+        "\"abc", "\"\\x\"", "\"\\u12\"", "\"\\udc00\"", "\"\\ud800x\"", "[1] [2]", "{1: 2}", "\"a\tb\"", "1e400",
+    ])
+    func rejectsMalformed(text: String) {
+        #expect(throws: JSONParseError.self) { try JSONValue.parse(text) }
+    }
+
+    @Test("rejects invalid UTF-8 and very deep nesting without crashing")
+    func hostileInput() {
+        #expect(throws: JSONParseError.self) { try JSONValue.parse([0x22, 0xFF, 0x22]) }
+        #expect(throws: JSONParseError.self) {
+            try JSONValue.parse(String(repeating: "[", count: 1_000_000) + String(repeating: "]", count: 1_000_000))
+        }
+        let deepButAllowed = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
+        #expect(throws: Never.self) { try JSONValue.parse(deepButAllowed) }
+    }
+}
