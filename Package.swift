@@ -58,7 +58,8 @@ let package = Package(
 
         // MARK: - Executables
         .executableTarget(name: "llama-coord", dependencies: [
-            "LlamaModel",
+            "LlamaModel", "LlamaCluster", "LlamaServer", "LlamaClient",
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "llama-worker", dependencies: [
