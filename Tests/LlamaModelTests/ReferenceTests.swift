@@ -51,5 +51,6 @@ struct ReferenceTests {
         let diff = maxAbsDifference(ours, reference)
         #expect(diff <= c.tolerance * scale, "\(c): max |Δ| \(diff) vs logit scale \(scale)")
         #expect(argmax(ours[...]) == argmax(reference[...]), "\(c): top token differs")
+        withExtendedLifetime(dir) {}
     }
 }
