@@ -48,7 +48,7 @@ public struct SamplingParameters: Sendable, Equatable, Codable {
         topK: Int = 40,
         topP: Float = 0.95,
         minP: Float = 0.05,
-        repeatPenalty: Float = 1.1,
+        repeatPenalty: Float = 1.0,
         repeatLastN: Int = 64,
         seed: UInt64? = nil
     ) {

@@ -63,7 +63,7 @@ struct SamplingOptions: ParsableArguments {
     @Option(help: "Top-k (0 = off).") var topK = 40
     @Option(help: "Top-p (1 = off).") var topP: Float = 0.95
     @Option(help: "Min-p (0 = off).") var minP: Float = 0.05
-    @Option(help: "Repetition penalty (1 = off).") var repeatPenalty: Float = 1.1
+    @Option(help: "Repetition penalty (1 = off, the default as in llama.cpp).") var repeatPenalty: Float = 1.0
     @Option(help: "Tokens the repetition penalty looks back over.") var repeatLastN = 64
     @Option(help: "Random seed (default: random).") var seed: UInt64?
 

@@ -51,3 +51,21 @@ struct DemoModelTests {
         }
     }
 }
+
+@Suite("Demo model: batch and steps agree")
+struct DemoBatchStepTests {
+    @Test("a prompt as one batch equals feeding it token by token")
+    func batchEqualsStepwise() throws {
+        let tokens: [Int32] = [1, 5132, 338, 263, 19481, 310, 278, 4240, 29899, 262, 740, 29892, 13, 16159, 19737, 2061, 29918, 4373, 9037, 16159]
+        let engine = try LlamaEngine(path: Repo.demoModel, threads: 2, contextLength: 64)
+        let batched = try engine.evaluate(tokens, startPosition: 0, logits: .all)
+        engine.reset()
+        var stepwise: [Float] = []
+        for (i, t) in tokens.enumerated() { stepwise += try engine.evaluate([t], startPosition: i, logits: .last) }
+        let v = engine.config.vocabSize
+        for p in 0..<tokens.count {
+            let a = Array(batched[(p * v)..<((p + 1) * v)]), b = Array(stepwise[(p * v)..<((p + 1) * v)])
+            #expect(maxAbsDifference(a, b) <= 1e-4, "position \(p): \(maxAbsDifference(a, b)), top \(argmax(a[...])) vs \(argmax(b[...]))")
+        }
+    }
+}

@@ -11,7 +11,7 @@ struct SamplingParametersTests {
         #expect(parameters.topK == 40)
         #expect(parameters.topP == 0.95)
         #expect(parameters.minP == 0.05)
-        #expect(parameters.repeatPenalty == 1.1)
+        #expect(parameters.repeatPenalty == 1.0)
         #expect(parameters.repeatLastN == 64)
         #expect(parameters.seed == nil)
         #expect(try parameters.validated() == parameters)
