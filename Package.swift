@@ -69,7 +69,7 @@ let package = Package(
         ]),
 
         // MARK: - Tests
-        .testTarget(name: "GGUFTests", dependencies: ["GGUF"]),
+        .testTarget(name: "GGUFTests", dependencies: ["GGUF", "LlamaKernels", "LlamaModel"]),
         .testTarget(name: "LlamaKernelsTests", dependencies: ["LlamaKernels", "CLlamaKernels", "GGUF"]),
         .testTarget(name: "LlamaTokenizerTests", dependencies: ["LlamaTokenizer", "GGUF"], resources: [.copy("Fixtures")]),
         .testTarget(name: "LlamaSamplingTests", dependencies: ["LlamaSampling"]),
@@ -86,6 +86,7 @@ let package = Package(
         .testTarget(name: "ClusterTransportTests", dependencies: ["ClusterTransport", "ClusterWire"]),
         .testTarget(name: "LlamaClusterTests", dependencies: [
             "LlamaCluster", "ClusterTransport", "ClusterWire", "LlamaModel", "LlamaServer", "LlamaSampling",
+            "LlamaClient", "LlamaTokenizer", "GGUF", "llama-coord", "llama-worker",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

@@ -294,6 +294,7 @@ final class Scheduler {
 
     let codec = ActivationCodec()
     var frame = ActivationFrame()
+    var returned = ActivationFrame()
     var encoded: [UInt8] = []
     var logits: [Float]
     var embedScratch: [Int32] = []
@@ -696,7 +697,10 @@ final class Scheduler {
 
     func handleReturn(_ parts: [[UInt8]]) {
         guard let bytes = parts.last else { return }
+        // Decode into the scheduler's reusable frame (moved out so its parts can be borrowed).
         var back = ActivationFrame()
+        swap(&back, &returned)
+        defer { swap(&back, &returned) }
         let decoded: ActivationCodec.Decoded
         do {
             decoded = try bytes.withUnsafeBytes { try codec.decode($0, into: &back) }
@@ -724,12 +728,11 @@ final class Scheduler {
         let n = rows.count
         let dim = c.config.dim, vocab = c.config.vocabSize
         // Gather the wanted rows contiguously (they already are when the last stage trimmed).
-        var hidden = [Float](repeating: 0, count: n * dim)
-        for (k, i) in wanted.enumerated() {
-            for j in 0..<dim { hidden[k * dim + j] = back.values[i * dim + j] }
+        for (k, i) in wanted.enumerated() where k != i {
+            for j in 0..<dim { back.values[k * dim + j] = back.values[i * dim + j] }
         }
         if logits.count < n * vocab { logits = [Float](repeating: 0, count: n * vocab) }
-        hidden.withUnsafeBufferPointer { h in
+        back.values.withUnsafeBufferPointer { h in
             logits.withUnsafeMutableBufferPointer { c.head.logits(hidden: h.baseAddress!, count: n, into: $0.baseAddress!) }
         }
         var produced = 0

@@ -45,11 +45,17 @@ extension LlamaEngine {
         reset(sequence: 0)
         defer { reset(sequence: 0) }
 
+        // One logits buffer and one token array for the whole generation: the loop allocates nothing.
+        var logits = [Float](repeating: 0, count: config.vocabSize)
+        var step: [Int32] = [0]
         var t0 = monotonicSeconds()
-        var logits = try evaluate(promptTokens, startPosition: 0, logits: .last)
+        try logits.withUnsafeMutableBufferPointer {
+            try evaluate(promptTokens, startPosition: 0, logits: .last, into: $0.baseAddress!)
+        }
         stats.promptSeconds = monotonicSeconds() - t0
         t0 = monotonicSeconds()
         var position = promptTokens.count
+        stats.tokens.reserveCapacity(maxTokens)
         while stats.generatedTokens < maxTokens {
             let token = logits.withUnsafeMutableBufferPointer { sampler.sample(logits: $0) }
             if token == tokenizer.eosID {
@@ -62,7 +68,10 @@ extension LlamaEngine {
             let text = decoder.append(token)
             if !text.isEmpty, !onText(text) { break }
             if stats.generatedTokens == maxTokens || position >= contextLength { break }
-            logits = try evaluate([token], startPosition: position, logits: .last)
+            step[0] = token
+            try logits.withUnsafeMutableBufferPointer {
+                try evaluate(step, startPosition: position, logits: .last, into: $0.baseAddress!)
+            }
             position += 1
         }
         let rest = decoder.finish()

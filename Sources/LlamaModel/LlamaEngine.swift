@@ -49,17 +49,23 @@ public final class LlamaEngine {
     /// row-major (positions, vocab).
     @discardableResult
     public func evaluate(_ tokens: [Int32], sequence: Int32 = 0, startPosition: Int, logits wanted: LogitsWanted = .last) throws -> [Float] {
+        let first = firstWanted(wanted, count: tokens.count)
+        var out = [Float](repeating: 0, count: (tokens.count - first) * config.vocabSize)
+        try out.withUnsafeMutableBufferPointer {
+            try evaluate(tokens, sequence: sequence, startPosition: startPosition, logits: wanted, into: $0.baseAddress!)
+        }
+        return out
+    }
+
+    /// As `evaluate`, writing the logits into `out` (room for the rows requested); allocates nothing.
+    public func evaluate(_ tokens: [Int32], sequence: Int32 = 0, startPosition: Int, logits wanted: LogitsWanted,
+                         into out: UnsafeMutablePointer<Float>) throws {
+        guard !tokens.isEmpty else { throw ModelError.sequence("nothing to evaluate") }
         guard startPosition + tokens.count <= contextLength else {
             throw ModelError.promptTooLong(tokens: startPosition + tokens.count, context: contextLength)
         }
-        let first: Int
-        switch wanted {
-        case .last: first = tokens.count - 1
-        case .all: first = 0
-        case .from(let f): first = max(0, min(f, tokens.count - 1))
-        }
+        let first = firstWanted(wanted, count: tokens.count)
         let vocab = config.vocabSize
-        var out = [Float](repeating: 0, count: (tokens.count - first) * vocab)
         let chunk = slice.maxBatch
         var start = 0
         while start < tokens.count {
@@ -72,15 +78,20 @@ public final class LlamaEngine {
                 // Logits only for wanted positions in this chunk.
                 let lo = max(first, start), hi = start + n
                 if lo < hi {
-                    out.withUnsafeMutableBufferPointer { o in
-                        head.logits(hidden: h.baseAddress! + (lo - start) * config.dim, count: hi - lo,
-                                    into: o.baseAddress! + (lo - first) * vocab)
-                    }
+                    head.logits(hidden: h.baseAddress! + (lo - start) * config.dim, count: hi - lo,
+                                into: out + (lo - first) * vocab)
                 }
             }
             start += n
         }
-        return out
+    }
+
+    private func firstWanted(_ wanted: LogitsWanted, count: Int) -> Int {
+        switch wanted {
+        case .last: return count - 1
+        case .all: return 0
+        case .from(let f): return max(0, min(f, count - 1))
+        }
     }
 
     /// Forgets a sequence's cache.

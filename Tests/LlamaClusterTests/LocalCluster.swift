@@ -110,3 +110,20 @@ func singleProcessTokens(_ prompt: [Int32], maxTokens: Int, model: String = Repo
     let engine = try LlamaEngine(path: model, threads: 1, contextLength: 512)
     return try engine.generate(promptTokens: prompt, parameters: .greedy, maxTokens: maxTokens) { _ in true }.tokens
 }
+
+import GGUF
+import LlamaTokenizer
+
+/// A tokenizer loaded from a model file, decoding generated text as a stream does.
+struct LlamaTokenizerBox {
+    let tokenizer: LlamaTokenizer
+    init(path: String) throws {
+        tokenizer = LlamaTokenizer(vocabulary: try Vocabulary(gguf: try GGUFFile(path: path)))
+    }
+    func decodeContinuation(_ ids: [Int32]) -> String {
+        var d = tokenizer.makeStreamingDecoder(startsText: false)
+        var s = ""
+        for id in ids { s += d.append(id) }
+        return s + d.finish()
+    }
+}
