@@ -1,0 +1,254 @@
+import ArgumentParser
+import ClusterWire
+import Foundation
+import GGUF
+import LlamaClient
+import LlamaModel
+import LlamaSampling
+
+// MARK: - bench
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure prefill and decode speed of a model file, or of a running cluster.",
+        discussion: """
+            With --model alone: the model runs in this process. Load time is excluded; one untimed \
+            warm-up run comes first; each repetition evaluates a prompt of pseudo-random tokens as one \
+            batch from an empty cache, then decodes --gen-tokens steps of one token per sequence \
+            (--batch sequences together). Figures are mean ± standard deviation over the repetitions. \
+            The weight bytes per step are every layer matrix plus the output head; the implied GB/s \
+            is that times steps per second.
+
+            With --endpoint: --concurrency streaming completions (temperature 0, a prompt of about \
+            --prompt-tokens tokens) run at once against a coordinator, --repetitions times. Add \
+            --model (the same file the cluster serves; only its header is read) to get the bytes \
+            one token's activations take on the wire per hop.
+            """)
+
+    @Option(help: "GGUF model file (cluster mode: read for the model width only).") var model: String?
+    @Option(help: "A coordinator's HTTP endpoint, e.g. http://127.0.0.1:8080: benchmark the cluster.") var endpoint: String?
+    @Option(help: "Compute threads (default: all cores).") var threads: Int?
+    @Option(help: "Prompt tokens.") var promptTokens = 512
+    @Option(help: "Generated tokens per sequence.") var genTokens = 128
+    @Option(help: "Sequences decoded together in one batch (model mode).") var batch = 1
+    @Option(help: "Concurrent streaming completions (cluster mode).") var concurrency = 1
+    @Option(help: "Timed repetitions.") var repetitions = 3
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    func validate() throws {
+        if endpoint == nil, model == nil { throw ValidationError("give --model FILE, or --endpoint URL for a cluster") }
+        guard promptTokens >= 1, genTokens >= 1 else { throw ValidationError("--prompt-tokens and --gen-tokens must be at least 1") }
+        guard batch >= 1, concurrency >= 1, repetitions >= 1 else {
+            throw ValidationError("--batch, --concurrency and --repetitions must be at least 1")
+        }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        if let endpoint {
+            try runCluster(endpoint: endpoint)
+        } else if let model {
+            try runModel(path: model)
+        }
+    }
+
+    // MARK: - One process
+
+    private func runModel(path: String) throws {
+        let options = BenchmarkOptions(promptTokens: promptTokens, genTokens: genTokens, batch: batch, repetitions: repetitions)
+        let need = LlamaBenchmark.engineRequirements(options)
+        let loadStart = now()
+        let engine = try LlamaEngine(path: path, threads: threads, maxSequences: need.maxSequences,
+                                     contextLength: need.contextLength, maxBatch: need.maxBatch)
+        printErr(String(format: "loaded %@ in %.2f s (not counted)", path, now() - loadStart))
+        let result = try LlamaBenchmark.run(engine: engine, options: options)
+        if json {
+            print(try jsonText(ModelBenchReport(model: path, config: engine.config, result: result)))
+            return
+        }
+        let c = engine.config
+        let types = Set(engine.file.tensors.filter { $0.name.hasPrefix("blk.") && $0.shape.count == 2 }.map(\.type.description))
+        print("model \(path): \(c.layerCount) layers, width \(c.dim), FFN \(c.ffnDim), \(c.headCount) heads (\(c.kvHeadCount) KV), \(types.sorted().joined(separator: "/")), threads \(result.threads)")
+        print(formatTable([
+            ["test", "tokens/s", "± stddev"],
+            ["prefill pp\(promptTokens)", fixed(result.prefillTokensPerSecond.mean), fixed(result.prefillTokensPerSecond.stddev)],
+            ["decode tg\(genTokens) batch \(batch)", fixed(result.decodeTokensPerSecond.mean), fixed(result.decodeTokensPerSecond.stddev)],
+            ["  per sequence", fixed(result.decodeTokensPerSecondPerSequence.mean), fixed(result.decodeTokensPerSecondPerSequence.stddev)],
+        ]))
+        print(String(format: "weights read per decode step: %@ (layers + output head); implied %.2f GB/s; %d repetitions",
+                     formatBytes(result.weightBytesPerStep), result.impliedWeightGBPerSecond, repetitions))
+    }
+
+    // MARK: - Cluster
+
+    private func runCluster(endpoint: String) throws {
+        let width = try model.map { try LlamaConfig(gguf: GGUFFile(path: $0)).dim }
+        let prompt = benchmarkPrompt(approximateTokens: promptTokens)
+        var params = SamplingParameters()
+        params.temperature = 0
+        params = try params.validated()
+
+        // Warm-up: one short completion, untimed.
+        _ = try streamCompletion(endpoint: endpoint, prompt: prompt, parameters: params, maxTokens: 2) { _ in }
+
+        var aggregate = [Double](), streams = [StreamTiming]()
+        for _ in 0..<repetitions {
+            let start = now()
+            let round = try runStreams(endpoint: endpoint, prompt: prompt, parameters: params)
+            let wall = now() - start
+            aggregate.append(Double(round.reduce(0) { $0 + $1.generated }) / wall)
+            streams += round
+        }
+        let status = try fetchStatus(endpoint: endpoint)
+        let decoding = streams.filter { $0.generated > 1 }
+        let report = ClusterBenchReport(
+            endpoint: endpoint, model: status.model, concurrency: concurrency, repetitions: repetitions,
+            promptTokens: streams.map(\.promptTokens).max() ?? 0,
+            generatedTokensPerStream: Double(streams.reduce(0) { $0 + $1.generated }) / Double(max(streams.count, 1)),
+            aggregateTokensPerSecond: MeasuredRate(samples: aggregate),
+            secondsPerTokenPerStream: MeasuredRate(samples: decoding.map { $0.decodeSeconds / Double($0.generated - 1) }),
+            timeToFirstTokenSeconds: MeasuredRate(samples: streams.map(\.firstTokenSeconds)),
+            workers: status.workers.map {
+                .init(name: $0.name, layers: $0.layers, tokensPerSecond: $0.tokensPerSecond,
+                      secondsPerHop: $0.tokensPerSecond > 0 ? 1 / $0.tokensPerSecond : nil)
+            },
+            width: width,
+            wireBytesPerTokenPerHop: width.map { w in
+                .init(f16: wireBytes(width: w, tokens: 1, dtype: .f16), f32: wireBytes(width: w, tokens: 1, dtype: .f32),
+                      f16Batched: wireBytes(width: w, tokens: concurrency, dtype: .f16) / Double(concurrency),
+                      f32Batched: wireBytes(width: w, tokens: concurrency, dtype: .f32) / Double(concurrency))
+            })
+        if json {
+            print(try jsonText(report))
+            return
+        }
+        print("cluster \(endpoint) serving \(report.model): \(concurrency) concurrent streams, prompt \(report.promptTokens) tokens, "
+              + String(format: "%.1f generated per stream, %d repetitions", report.generatedTokensPerStream, repetitions))
+        print(formatTable([
+            ["figure", "mean", "± stddev"],
+            ["aggregate tokens/s", fixed(report.aggregateTokensPerSecond.mean), fixed(report.aggregateTokensPerSecond.stddev)],
+            ["ms per token per stream", fixed(report.secondsPerTokenPerStream.mean * 1e3), fixed(report.secondsPerTokenPerStream.stddev * 1e3)],
+            ["ms to first token", fixed(report.timeToFirstTokenSeconds.mean * 1e3), fixed(report.timeToFirstTokenSeconds.stddev * 1e3)],
+        ]))
+        print(formatTable([["worker", "layers", "tokens/s", "ms per hop"]] + report.workers.map {
+            [$0.name, $0.layers ?? "-", fixed($0.tokensPerSecond), $0.secondsPerHop.map { fixed($0 * 1e3) } ?? "-"]
+        }))
+        if let w = report.wireBytesPerTokenPerHop, let width {
+            print(String(format: "wire bytes per token per hop (width %d): f16 %.0f, f32 %.0f; in a frame of %d tokens: f16 %.0f, f32 %.0f",
+                         width, w.f16, w.f32, concurrency, w.f16Batched, w.f32Batched))
+        } else {
+            print("(add --model FILE for the activation bytes on the wire)")
+        }
+    }
+
+    /// Timing of one streamed completion.
+    private struct StreamTiming {
+        var promptTokens: Int
+        var generated: Int
+        var firstTokenSeconds: Double
+        var decodeSeconds: Double
+    }
+
+    /// Runs `concurrency` streaming completions at once, each on its own thread.
+    private func runStreams(endpoint: String, prompt: String, parameters: SamplingParameters) throws -> [StreamTiming] {
+        let lock = NSLock()
+        var results = [Result<StreamTiming, Error>]()
+        let group = DispatchGroup()
+        let maxTokens = genTokens
+        for _ in 0..<concurrency {
+            group.enter()
+            Thread {
+                let start = now()
+                var first: Double?
+                let outcome = Result<StreamTiming, Error> {
+                    let (_, usage) = try streamCompletion(endpoint: endpoint, prompt: prompt, parameters: parameters,
+                                                          maxTokens: maxTokens) { _ in if first == nil { first = now() } }
+                    let end = now()
+                    let firstAt = first ?? end
+                    return StreamTiming(promptTokens: usage.promptTokens, generated: usage.completionTokens,
+                                        firstTokenSeconds: firstAt - start, decodeSeconds: end - firstAt)
+                }
+                lock.lock()
+                results.append(outcome)
+                lock.unlock()
+                group.leave()
+            }.start()
+        }
+        group.wait()
+        return try results.map { try $0.get() }
+    }
+
+    /// Bytes of an encoded activation message carrying `tokens` tokens of `width`.
+    private func wireBytes(width: Int, tokens: Int, dtype: ActivationDType) -> Double {
+        var rng = Xoshiro256StarStar(seed: 1)
+        let values = (0..<tokens * width).map { _ in Float(rng.nextUnitDouble() * 4 - 2) }
+        let frame = ActivationFrame(stepID: 1, width: width, dtype: dtype, sequenceIDs: (0..<tokens).map(Int32.init),
+                                    positions: [Int32](repeating: Int32(promptTokens), count: tokens),
+                                    needLogits: [Bool](repeating: true, count: tokens), values: values)
+        return Double(WireMessage.activation(frame).encode().count)
+    }
+}
+
+// MARK: - Reports
+
+private struct ModelBenchReport: Encodable {
+    var model: String
+    var config: LlamaConfig
+    var result: BenchmarkResult
+}
+
+private struct ClusterBenchReport: Encodable {
+    struct Worker: Encodable {
+        var name: String
+        var layers: String?
+        var tokensPerSecond: Double
+        var secondsPerHop: Double?
+    }
+    struct WireBytes: Encodable {
+        var f16: Double
+        var f32: Double
+        var f16Batched: Double
+        var f32Batched: Double
+    }
+    var endpoint: String
+    var model: String
+    var concurrency: Int
+    var repetitions: Int
+    var promptTokens: Int
+    var generatedTokensPerStream: Double
+    var aggregateTokensPerSecond: MeasuredRate
+    var secondsPerTokenPerStream: MeasuredRate
+    var timeToFirstTokenSeconds: MeasuredRate
+    var workers: [Worker]
+    var width: Int?
+    var wireBytesPerTokenPerHop: WireBytes?
+}
+
+// MARK: - Helpers
+
+/// Text of roughly `approximateTokens` tokens with the Llama vocabulary: common words, about
+/// one token each. The endpoint reports the exact count.
+func benchmarkPrompt(approximateTokens n: Int) -> String {
+    let words = ["the", "cat", "sat", "on", "a", "mat", "and", "we", "went", "to", "see", "it", "in", "my", "old", "house"]
+    return (0..<max(n - 1, 1)).map { words[$0 % words.count] }.joined(separator: " ")
+}
+
+private func jsonText<T: Encodable>(_ value: T) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.keyEncodingStrategy = .convertToSnakeCase
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
+private func fixed(_ v: Double) -> String { String(format: "%.2f", v) }
+
+/// Left-aligned first column, right-aligned others.
+private func formatTable(_ rows: [[String]]) -> String {
+    let widths = (0..<(rows.first?.count ?? 0)).map { c in rows.map { $0[c].count }.max() ?? 0 }
+    return rows.map { row in
+        row.enumerated().map { c, cell in
+            let pad = String(repeating: " ", count: widths[c] - cell.count)
+            return c == 0 ? cell + pad : pad + cell
+        }.joined(separator: "  ")
+    }.joined(separator: "\n")
+}

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Speed of llama-coord against llama.cpp (through llama-cpp-python) on synthetic models of real
+# Llama 2 shapes, with the machine's memory read bandwidth as the decode limit.
+#
+#   scripts/bench-vs-llamacpp.sh [THREADS=2] [--cluster]
+#
+# Writes (once) into bench-out/: the 7B shape with 4 layers in Q4_0 and in Q8_0, and the 70B
+# shape (width 8192, 64 heads, 8 KV heads, FFN 28672) with 2 layers in Q4_0. For each file it
+# runs `llama-coord bench` and `scripts/llamacpp_oracle.py bench` with the same threads, prompt
+# and generation sizes, then prints a table (also written to bench-out/latest.md): prefill and
+# decode tokens/s of both and their ratio, and decode as a fraction of the read limit
+# (bandwidth / weight bytes read per token).
+#
+# --cluster also starts a coordinator and two workers on this machine serving the 7B Q4_0 file
+# and runs the cluster bench with 1 and 8 concurrent streams.
+#
+# Environment: PROMPT_TOKENS (512), GEN_TOKENS (128), REPS (3), PYTHON (/work/llama-venv/bin/python
+# if present, else python3), HTTP_PORT (8181), CONTROL_PORT (5655).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/opt/swift/usr/bin:$PATH"
+
+THREADS=2
+CLUSTER=0
+for arg in "$@"; do
+    case "$arg" in
+        --cluster) CLUSTER=1 ;;
+        ''|*[!0-9]*) echo "usage: $0 [THREADS] [--cluster]" >&2; exit 2 ;;
+        *) THREADS="$arg" ;;
+    esac
+done
+P="${PROMPT_TOKENS:-512}"
+G="${GEN_TOKENS:-128}"
+R="${REPS:-3}"
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x /work/llama-venv/bin/python ]; then PYTHON=/work/llama-venv/bin/python; else PYTHON=python3; fi
+fi
+OUT=bench-out
+VOCAB=Tests/LlamaTokenizerTests/Fixtures/ggml-vocab-llama-spm.gguf
+mkdir -p "$OUT"
+
+echo "== building (release)" >&2
+swift build -c release --product llama-coord 2>&1 | grep -E "error|Compiling|Build" | tail -3 >&2
+if [ "$CLUSTER" = 1 ]; then
+    swift build -c release --product llama-worker 2>&1 | grep -E "error|Compiling|Build" | tail -3 >&2
+fi
+BIN="$(swift build -c release --show-bin-path)"
+
+# name, preset, layers, type
+MODELS=(
+    "7b-4l-q4_0 7b 4 q4_0"
+    "7b-4l-q8_0 7b 4 q8_0"
+    "70b-2l-q4_0 70b 2 q4_0"
+)
+for spec in "${MODELS[@]}"; do
+    read -r name preset layers type <<<"$spec"
+    file="$OUT/synth-$name.gguf"
+    if [ ! -s "$file" ]; then
+        echo "== writing $file" >&2
+        "$BIN/llama-coord" synth --out "$file.tmp" --vocab "$VOCAB" --preset "$preset" --layers "$layers" --type "$type"
+        mv "$file.tmp" "$file"
+    fi
+done
+
+echo "== memory bandwidth ($THREADS threads)" >&2
+cc -O3 -mavx2 -mfma -pthread scripts/membw.c -o "$OUT/membw"
+"$OUT/membw" "$THREADS" 2048 5 | tee "$OUT/membw.txt"
+
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+for spec in "${MODELS[@]}"; do
+    read -r name _ _ _ <<<"$spec"
+    file="$OUT/synth-$name.gguf"
+    echo "== $name: llama-coord bench" >&2
+    "$BIN/llama-coord" bench --model "$file" --threads "$THREADS" --prompt-tokens "$P" --gen-tokens "$G" \
+        --repetitions "$R" --json >"$OUT/$name.ours.json"
+    echo "== $name: llama.cpp bench" >&2
+    "$PYTHON" scripts/llamacpp_oracle.py bench "$file" --threads "$THREADS" --prompt-tokens "$P" --gen-tokens "$G" \
+        --reps "$R" >"$OUT/$name.llamacpp.json"
+done
+LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# MARK: - Cluster (optional)
+
+CLUSTER_JSON=()
+if [ "$CLUSTER" = 1 ]; then
+    HTTP_PORT="${HTTP_PORT:-8181}"
+    CONTROL_PORT="${CONTROL_PORT:-5655}"
+    ENDPOINT="http://127.0.0.1:$HTTP_PORT"
+    MODEL="$OUT/synth-7b-4l-q4_0.gguf"
+    cat >"$OUT/cluster-7b.yaml" <<EOF
+# Written by scripts/bench-vs-llamacpp.sh: two workers on this machine, two layers each.
+model: synth-7b-4l-q4_0.gguf
+coordinator: { control: "tcp://127.0.0.1:$CONTROL_PORT", http: "127.0.0.1:$HTTP_PORT", threads: 1 }
+activations: f16
+max_sequences: 8
+context: $((P + G + 16))
+workers:
+  - { name: w1, layers: "0-1", threads: 1 }
+  - { name: w2, layers: "2-3", threads: 1 }
+EOF
+    pids=()
+    cleanup() {
+        for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+        wait 2>/dev/null || true
+    }
+    trap cleanup EXIT INT TERM
+    echo "== starting a coordinator and workers w1, w2 on $MODEL" >&2
+    "$BIN/llama-coord" start --manifest "$OUT/cluster-7b.yaml" >"$OUT/coord.log" 2>&1 &
+    pids+=($!)
+    for w in w1 w2; do
+        "$BIN/llama-worker" join --coordinator "tcp://127.0.0.1:$CONTROL_PORT" --name "$w" --threads 1 \
+            --model "$MODEL" --listen "tcp://127.0.0.1:0" --advertise 127.0.0.1 >"$OUT/$w.log" 2>&1 &
+        pids+=($!)
+    done
+    ready=0
+    for _ in $(seq 1 1200); do
+        if curl -sf "$ENDPOINT/health" >/dev/null 2>&1; then ready=1; break; fi
+        for p in "${pids[@]}"; do
+            kill -0 "$p" 2>/dev/null || { echo "a cluster process exited early:" >&2; tail -n 20 "$OUT"/coord.log "$OUT"/w?.log >&2; exit 1; }
+        done
+        sleep 0.1
+    done
+    [ "$ready" = 1 ] || { echo "cluster not ready after 120 s" >&2; tail -n 20 "$OUT"/coord.log "$OUT"/w?.log >&2; exit 1; }
+    for c in 1 8; do
+        echo "== cluster bench, concurrency $c" >&2
+        "$BIN/llama-coord" bench --endpoint "$ENDPOINT" --model "$MODEL" --concurrency "$c" --prompt-tokens "$P" \
+            --gen-tokens "$G" --repetitions "$R" --json >"$OUT/cluster-c$c.json"
+        CLUSTER_JSON+=("$OUT/cluster-c$c.json")
+    done
+    cleanup
+    pids=()
+fi
+
+# MARK: - Table
+
+"$PYTHON" - "$OUT" "$THREADS" "$P" "$G" "$R" "$LOAD_BEFORE" "$LOAD_AFTER" "${CLUSTER_JSON[@]}" <<'PY'
+import json, os, sys
+out, threads, p, g, reps, load_before, load_after = sys.argv[1:8]
+cluster_files = sys.argv[8:]
+bandwidth = float(open(os.path.join(out, "membw.txt")).read().split()[0])
+names = ["7b-4l-q4_0", "7b-4l-q8_0", "70b-2l-q4_0"]
+
+def rate(mean, std):
+    return f"{mean:.2f} ± {std:.2f}"
+
+lines = [
+    f"# llama-coord vs llama.cpp: {threads} threads, pp{p} / tg{g}, {reps} repetitions",
+    "",
+    f"Memory read bandwidth ({threads} threads, best of 5): {bandwidth:.2f} GB/s. "
+    f"Load average (1/5/15 min) before: {load_before}, after: {load_after}.",
+    "",
+    "| model | prefill tok/s ours | prefill tok/s llama.cpp | ratio | decode tok/s ours | decode tok/s llama.cpp | ratio "
+    "| MiB read / token | read limit tok/s | ours of limit | llama.cpp of limit |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+]
+for name in names:
+    ours = json.load(open(os.path.join(out, f"{name}.ours.json")))["result"]
+    ref = json.load(open(os.path.join(out, f"{name}.llamacpp.json")))
+    pp, dp = ours["prefill_tokens_per_second"], ours["decode_tokens_per_second"]
+    limit = bandwidth * 1e9 / ours["weight_bytes_per_step"]
+    lines.append(
+        f"| {name} | {rate(pp['mean'], pp['stddev'])} | {rate(ref['prefill_tokens_per_s'], ref['prefill_std'])} "
+        f"| {pp['mean'] / ref['prefill_tokens_per_s']:.2f} "
+        f"| {rate(dp['mean'], dp['stddev'])} | {rate(ref['decode_tokens_per_s'], ref['decode_std'])} "
+        f"| {dp['mean'] / ref['decode_tokens_per_s']:.2f} "
+        f"| {ours['weight_bytes_per_step'] / 2**20:.0f} | {limit:.2f} "
+        f"| {dp['mean'] / limit:.0%} | {ref['decode_tokens_per_s'] / limit:.0%} |")
+lines += ["", "Ratio = ours / llama.cpp. Read limit = bandwidth / (layer matrices + output head bytes)."]
+
+if cluster_files:
+    lines += ["", "## Cluster: coordinator + 2 workers (1 thread each) on this machine, 7b-4l-q4_0, f16 activations", "",
+              "| streams | aggregate tok/s | ms/token/stream | ms to first token | worker tok/s (ms/hop) | wire bytes/token/hop f16, f32 |",
+              "|---:|---:|---:|---:|---|---|"]
+    for f in cluster_files:
+        c = json.load(open(f))
+        workers = ", ".join(f"{w['name']} {w['tokens_per_second']:.1f} ({(w['seconds_per_hop'] or 0) * 1e3:.1f})" for w in c["workers"])
+        wire = c.get("wire_bytes_per_token_per_hop") or {}
+        lines.append(
+            f"| {c['concurrency']} | {rate(c['aggregate_tokens_per_second']['mean'], c['aggregate_tokens_per_second']['stddev'])} "
+            f"| {c['seconds_per_token_per_stream']['mean'] * 1e3:.1f} | {c['time_to_first_token_seconds']['mean'] * 1e3:.0f} "
+            f"| {workers} | {wire.get('f16', 0):.0f}, {wire.get('f32', 0):.0f} |")
+
+text = "\n".join(lines) + "\n"
+open(os.path.join(out, "latest.md"), "w").write(text)
+print(text)
+PY
