@@ -11,7 +11,8 @@ if ! "$VENV/bin/python" -c "import numpy, gguf" 2>/dev/null; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check numpy gguf
 fi
-export LLAMA_REF_PYTHON="$PWD/$VENV/bin/python"
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
+export LLAMA_REF_PYTHON="$VENV/bin/python"
 # Release build: the suite runs real models (perplexity over 60k tokens, clusters of processes).
 swift build -c release --build-tests
 swift test -c release --skip-build "$@"

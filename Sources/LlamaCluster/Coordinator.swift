@@ -559,6 +559,9 @@ final class Scheduler {
             }
         }
         guard !lost.isEmpty else { return }
+        // Health first: a client that sees its request fail must find the cluster reported down.
+        clusterReady = false
+        coordinator.publish(self)
         let message = "worker \(lost.joined(separator: ", ")) stopped answering (no heartbeat for \(timeout) s); the request was aborted"
         logger.error("\(lost.joined(separator: ", ")) missing: no heartbeat for \(timeout) s")
         for r in active { fail(r, ClusterError.workerLost(message)) }
