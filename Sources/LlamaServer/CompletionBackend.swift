@@ -77,13 +77,22 @@ public protocol CompletionBackend: Sendable {
     var contextLength: Int { get }
     var bosID: Int32 { get }
     var eosID: Int32 { get }
+    /// Number of token ids (valid ids are `0 ..< vocabularySize`), or `nil` if unknown.
+    /// `POST /detokenize` refuses ids outside the range, so `detokenize` never sees them.
+    var vocabularySize: Int? { get }
     func tokenize(_ text: String, addBOS: Bool) -> [Int32]
     func detokenize(_ ids: [Int32]) -> String
     /// Starts a job; events arrive on the stream. Cancelling the stream's consumer (or
     /// terminating it) releases the job. Errors end the stream with a thrown error whose
-    /// description is fit to show a user.
+    /// description is fit to show a user; the endpoint answers HTTP 503 with it, or, if the
+    /// error is an ``APIError``, that error's status and body.
     func submit(_ job: CompletionJob) -> AsyncThrowingStream<CompletionEvent, Error>
     /// Whether every worker is ready, and each worker's state.
     func health() -> (ready: Bool, workers: [WorkerStatus])
     func metrics() -> BackendMetrics
+}
+
+extension CompletionBackend {
+    /// Unknown unless the backend says: `/detokenize` then only refuses negative ids.
+    public var vocabularySize: Int? { nil }
 }

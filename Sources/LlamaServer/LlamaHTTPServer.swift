@@ -146,6 +146,8 @@ enum GenerationFailure: Error {
 
     var apiError: APIError {
         switch self {
+        case let .backend(error as APIError):
+            return error
         case let .backend(error):
             return .unavailable("generation failed: \(error)")
         case .endedWithoutFinish:
@@ -450,10 +452,12 @@ struct RouteHandlers: Sendable {
             throw APIError.invalidRequest("'tokens' must be an array of token ids, not \(tokensValue.typeName)",
                                           param: "tokens")
         }
+        let limit = backend.vocabularySize.map { Int64($0) } ?? Int64(Int32.max) + 1
         let ids: [Int32] = try elements.enumerated().map { index, element in
-            guard let value = element.integerValue, let id = Int32(exactly: value), id >= 0 else {
+            guard let value = element.integerValue, value >= 0, value < limit, let id = Int32(exactly: value) else {
                 throw APIError.invalidRequest(
-                    "tokens[\(index)] must be a token id (an integer >= 0), not \(element.serialized)", param: "tokens")
+                    "tokens[\(index)] must be a token id (an integer in 0..<\(limit)), not \(element.serialized)",
+                    param: "tokens")
             }
             return id
         }

@@ -135,7 +135,7 @@ struct CompletionRouteTests {
         }
     }
 
-    @Test("a backend failure is HTTP 503 with the reason")
+    @Test("a backend failure is HTTP 503 with the reason, or the backend's own APIError")
     func backendFailure() async throws {
         let backend = ScriptedBackend()
         backend.failAfter = 2
@@ -145,6 +145,13 @@ struct CompletionRouteTests {
             #expect(reply.json["error"]?["type"] == "unavailable_error")
             #expect(reply.errorMessage?.contains("worker w2 stopped answering") == true)
             // The endpoint keeps serving.
+            // A backend may refuse a job with its own APIError.
+            backend.failAfter = 0
+            backend.failure = APIError.invalidRequest("token id 40000 is outside the vocabulary", param: "prompt")
+            let refused = try await client.post("/v1/completions", #"{"prompt": "x"}"#)
+            #expect(refused.status == 400)
+            #expect(refused.errorParam == "prompt")
+            #expect(refused.errorMessage == "token id 40000 is outside the vocabulary")
             backend.failAfter = nil
             let afterRecovery = try await client.post("/v1/completions", #"{"prompt": "x"}"#)
             #expect(afterRecovery.status == 200)

@@ -13,6 +13,7 @@ final class ScriptedBackend: CompletionBackend, @unchecked Sendable {
     private var _script: [String]
     private var _hangAfterScript = false
     private var _failAfter: Int?
+    private var _failure: any Error = Failure(description: "worker w2 stopped answering")
     private var _ready = true
     private var _workers: [WorkerStatus] = [
         WorkerStatus(name: "w1", state: "ready", layers: "0-15", threads: 2, address: "tcp://10.0.0.1:5555",
@@ -29,6 +30,7 @@ final class ScriptedBackend: CompletionBackend, @unchecked Sendable {
     let contextLength: Int
     let bosID: Int32 = 1
     let eosID: Int32 = 2
+    let vocabularySize: Int? = 259
 
     init(script: [String] = ScriptedBackend.words, contextLength: Int = 256) {
         _script = script
@@ -58,10 +60,15 @@ final class ScriptedBackend: CompletionBackend, @unchecked Sendable {
         get { locked { _hangAfterScript } }
         set { locked { _hangAfterScript = newValue } }
     }
-    /// Throw ``Failure`` after this many tokens.
+    /// Throw ``failure`` after this many tokens.
     var failAfter: Int? {
         get { locked { _failAfter } }
         set { locked { _failAfter = newValue } }
+    }
+    /// The error thrown after ``failAfter`` tokens.
+    var failure: any Error {
+        get { locked { _failure } }
+        set { locked { _failure = newValue } }
     }
     var ready: Bool {
         get { locked { _ready } }
@@ -102,16 +109,16 @@ final class ScriptedBackend: CompletionBackend, @unchecked Sendable {
     }
 
     func submit(_ job: CompletionJob) -> AsyncThrowingStream<CompletionEvent, Error> {
-        let (script, hang, failAfter) = locked { () -> ([String], Bool, Int?) in
+        let (script, hang, failAfter, failure) = locked { () -> ([String], Bool, Int?, any Error) in
             _jobs.append(job)
-            return (_script, _hangAfterScript, _failAfter)
+            return (_script, _hangAfterScript, _failAfter, _failure)
         }
         let (stream, continuation) = AsyncThrowingStream<CompletionEvent, Error>.makeStream()
         let producer = Task {
             var emitted = 0
             for (index, piece) in script.enumerated() where emitted < job.maxTokens {
                 if let failAfter, emitted == failAfter {
-                    continuation.finish(throwing: Failure(description: "worker w2 stopped answering"))
+                    continuation.finish(throwing: failure)
                     return
                 }
                 if Task.isCancelled { return }
@@ -120,7 +127,7 @@ final class ScriptedBackend: CompletionBackend, @unchecked Sendable {
                 await Task.yield()
             }
             if let failAfter, emitted == failAfter {
-                continuation.finish(throwing: Failure(description: "worker w2 stopped answering"))
+                continuation.finish(throwing: failure)
                 return
             }
             if hang && emitted < job.maxTokens {

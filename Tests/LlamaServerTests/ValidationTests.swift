@@ -92,6 +92,7 @@ struct ValidationTests {
         ("/detokenize", #"{"tokens": [1, -2]}"#, "tokens"),
         ("/detokenize", #"{"tokens": [1, 99999999999]}"#, "tokens"),
         ("/detokenize", #"{"tokens": [1.5]}"#, "tokens"),
+        ("/detokenize", #"{"tokens": [1, 259]}"#, "tokens"),
     ])
     func missingFields(route: String, body: String, param: String) async throws {
         try await withServer(ScriptedBackend()) { client in
