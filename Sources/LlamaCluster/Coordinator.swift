@@ -43,6 +43,7 @@ public final class Coordinator: CompletionBackend, @unchecked Sendable {
     public let contextLength: Int
     public var modelName: String
     public var bosID: Int32 { tokenizer.bosID }
+    public var vocabularySize: Int? { config.vocabSize }
     public var eosID: Int32 { tokenizer.eosID }
 
     let file: GGUFFile
@@ -129,7 +130,7 @@ public final class Coordinator: CompletionBackend, @unchecked Sendable {
     public func submit(_ job: CompletionJob) -> AsyncThrowingStream<CompletionEvent, Error> {
         AsyncThrowingStream { continuation in
             if let problem = validate(job) {
-                continuation.finish(throwing: ClusterError.invalidRequest(problem))
+                continuation.finish(throwing: APIError.invalidRequest(problem))
                 return
             }
             let request: RequestState
@@ -140,7 +141,7 @@ public final class Coordinator: CompletionBackend, @unchecked Sendable {
                                             decoder: tokenizer.makeStreamingDecoder(startsText: false), continuation: continuation)
                 }
             } catch {
-                continuation.finish(throwing: ClusterError.invalidRequest("\(error)"))
+                continuation.finish(throwing: APIError.invalidRequest("\(error)"))
                 return
             }
             continuation.onTermination = { [weak self] reason in
