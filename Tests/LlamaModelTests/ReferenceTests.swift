@@ -13,7 +13,9 @@ struct ReferenceTests {
         let kvHeads: Int
         /// Largest difference allowed, as a fraction of the largest reference logit.
         let tolerance: Float
-        var description: String { "\(type) \(heads)/\(kvHeads) heads" }
+        /// Write no `output.weight`: the head falls back to the embedding.
+        var tied = false
+        var description: String { "\(type) \(heads)/\(kvHeads) heads\(tied ? ", tied head" : "")" }
     }
 
     // Tolerances: F32/F16/BF16 weights are used as stored with f32 activations, so only
@@ -30,13 +32,14 @@ struct ReferenceTests {
         Case(type: .q4_0, heads: 8, kvHeads: 2, tolerance: 0.03),
         Case(type: .q4_K, heads: 4, kvHeads: 4, tolerance: 0.03),
         Case(type: .q6_K, heads: 8, kvHeads: 2, tolerance: 0.03),
+        Case(type: .q8_0, heads: 4, kvHeads: 1, tolerance: 0.03, tied: true),
     ]
 
     @Test("logits match", arguments: cases)
     func logitsMatch(_ c: Case) throws {
         let dir = try TemporaryDirectory()
         let synth = SyntheticModel(dim: 256, layers: 2, heads: c.heads, kvHeads: c.kvHeads, ffn: 512, context: 128,
-                                   type: c.type, seed: UInt64(c.type.rawValue) + 7)
+                                   type: c.type, seed: UInt64(c.type.rawValue) + 7, untiedOutput: !c.tied)
         let path = try writeSyntheticModel(synth, in: dir, name: "model.gguf")
         let tokens: [Int32] = [1, 450, 4996, 17354, 1701, 29916, 432, 17204, 975, 278, 17366, 11203]
 
