@@ -12,10 +12,13 @@
 # (bandwidth / weight bytes read per token).
 #
 # --cluster also starts a coordinator and two workers on this machine serving the 7B Q4_0 file
-# and runs the cluster bench with 1 and 8 concurrent streams.
+# and runs the cluster bench with 1 and 8 concurrent streams (each worker 1 thread, 2 layers).
 #
-# Environment: PROMPT_TOKENS (512), GEN_TOKENS (128), REPS (3), PYTHON (/work/llama-venv/bin/python
-# if present, else python3), HTTP_PORT (8181), CONTROL_PORT (5655).
+# Environment: PROMPT_TOKENS (512), GEN_TOKENS (128), REPS (3); for the cluster CLUSTER_PROMPT_TOKENS
+# (128), CLUSTER_GEN_TOKENS (64), CLUSTER_REPS (2), HTTP_PORT (8181), CONTROL_PORT (5655);
+# PYTHON (/work/llama-venv/bin/python if present, else python3); OMP_WAIT_POLICY for llama.cpp's
+# OpenMP threads (default passive: spinning threads collapse when other work shares the cores;
+# set active, llama.cpp's default, on an idle machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
@@ -35,6 +38,7 @@ R="${REPS:-3}"
 if [ -z "${PYTHON:-}" ]; then
     if [ -x /work/llama-venv/bin/python ]; then PYTHON=/work/llama-venv/bin/python; else PYTHON=python3; fi
 fi
+OMP_POLICY="${OMP_WAIT_POLICY:-passive}"
 OUT=bench-out
 VOCAB=Tests/LlamaTokenizerTests/Fixtures/ggml-vocab-llama-spm.gguf
 mkdir -p "$OUT"
@@ -74,7 +78,7 @@ for spec in "${MODELS[@]}"; do
     "$BIN/llama-coord" bench --model "$file" --threads "$THREADS" --prompt-tokens "$P" --gen-tokens "$G" \
         --repetitions "$R" --json >"$OUT/$name.ours.json"
     echo "== $name: llama.cpp bench" >&2
-    "$PYTHON" scripts/llamacpp_oracle.py bench "$file" --threads "$THREADS" --prompt-tokens "$P" --gen-tokens "$G" \
+    OMP_WAIT_POLICY="$OMP_POLICY" "$PYTHON" scripts/llamacpp_oracle.py bench "$file" --threads "$THREADS" --prompt-tokens "$P" --gen-tokens "$G" \
         --reps "$R" >"$OUT/$name.llamacpp.json"
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -84,6 +88,9 @@ LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 CLUSTER_JSON=()
 if [ "$CLUSTER" = 1 ]; then
     HTTP_PORT="${HTTP_PORT:-8181}"
+    CP="${CLUSTER_PROMPT_TOKENS:-128}"
+    CG="${CLUSTER_GEN_TOKENS:-64}"
+    CR="${CLUSTER_REPS:-2}"
     CONTROL_PORT="${CONTROL_PORT:-5655}"
     ENDPOINT="http://127.0.0.1:$HTTP_PORT"
     MODEL="$OUT/synth-7b-4l-q4_0.gguf"
@@ -93,7 +100,7 @@ model: synth-7b-4l-q4_0.gguf
 coordinator: { control: "tcp://127.0.0.1:$CONTROL_PORT", http: "127.0.0.1:$HTTP_PORT", threads: 1 }
 activations: f16
 max_sequences: 8
-context: $((P + G + 16))
+context: $((CP + CG + 16))
 workers:
   - { name: w1, layers: "0-1", threads: 1 }
   - { name: w2, layers: "2-3", threads: 1 }
@@ -123,8 +130,8 @@ EOF
     [ "$ready" = 1 ] || { echo "cluster not ready after 120 s" >&2; tail -n 20 "$OUT"/coord.log "$OUT"/w?.log >&2; exit 1; }
     for c in 1 8; do
         echo "== cluster bench, concurrency $c" >&2
-        "$BIN/llama-coord" bench --endpoint "$ENDPOINT" --model "$MODEL" --concurrency "$c" --prompt-tokens "$P" \
-            --gen-tokens "$G" --repetitions "$R" --json >"$OUT/cluster-c$c.json"
+        "$BIN/llama-coord" bench --endpoint "$ENDPOINT" --model "$MODEL" --concurrency "$c" --prompt-tokens "$CP" \
+            --gen-tokens "$CG" --repetitions "$CR" --json >"$OUT/cluster-c$c.json"
         CLUSTER_JSON+=("$OUT/cluster-c$c.json")
     done
     cleanup
@@ -133,10 +140,10 @@ fi
 
 # MARK: - Table
 
-"$PYTHON" - "$OUT" "$THREADS" "$P" "$G" "$R" "$LOAD_BEFORE" "$LOAD_AFTER" "${CLUSTER_JSON[@]}" <<'PY'
+"$PYTHON" - "$OUT" "$THREADS" "$P" "$G" "$R" "$LOAD_BEFORE" "$LOAD_AFTER" "$OMP_POLICY" "${CLUSTER_JSON[@]}" <<'PY'
 import json, os, sys
-out, threads, p, g, reps, load_before, load_after = sys.argv[1:8]
-cluster_files = sys.argv[8:]
+out, threads, p, g, reps, load_before, load_after, omp_policy = sys.argv[1:9]
+cluster_files = sys.argv[9:]
 bandwidth = float(open(os.path.join(out, "membw.txt")).read().split()[0])
 names = ["7b-4l-q4_0", "7b-4l-q8_0", "70b-2l-q4_0"]
 
@@ -147,7 +154,8 @@ lines = [
     f"# llama-coord vs llama.cpp: {threads} threads, pp{p} / tg{g}, {reps} repetitions",
     "",
     f"Memory read bandwidth ({threads} threads, best of 5): {bandwidth:.2f} GB/s. "
-    f"Load average (1/5/15 min) before: {load_before}, after: {load_after}.",
+    f"Load average (1/5/15 min) before: {load_before}, after: {load_after}. "
+    f"llama.cpp ran with OMP_WAIT_POLICY={omp_policy}.",
     "",
     "| model | prefill tok/s ours | prefill tok/s llama.cpp | ratio | decode tok/s ours | decode tok/s llama.cpp | ratio "
     "| MiB read / token | read limit tok/s | ours of limit | llama.cpp of limit |",
@@ -168,7 +176,11 @@ for name in names:
 lines += ["", "Ratio = ours / llama.cpp. Read limit = bandwidth / (layer matrices + output head bytes)."]
 
 if cluster_files:
-    lines += ["", "## Cluster: coordinator + 2 workers (1 thread each) on this machine, 7b-4l-q4_0, f16 activations", "",
+    first = json.load(open(cluster_files[0]))
+    lines += ["", "## Cluster: coordinator + 2 workers (1 thread each, 2 layers each) on this machine, 7b-4l-q4_0, f16 activations",
+              "", f"Prompt {first['prompt_tokens']} tokens, {first['generated_tokens_per_stream']:.0f} generated per stream, "
+              f"{first['repetitions']} repetitions. Worker tok/s is /status's figure (prompt and generated tokens per busy second).",
+              "",
               "| streams | aggregate tok/s | ms/token/stream | ms to first token | worker tok/s (ms/hop) | wire bytes/token/hop f16, f32 |",
               "|---:|---:|---:|---:|---|---|"]
     for f in cluster_files:
