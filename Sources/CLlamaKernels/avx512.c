@@ -21,11 +21,51 @@ LK_INLINE __m512 lk_expand4_ps(__m128 v) {
 
 LK_INLINE float lk_h2f(uint16_t h) { return _cvtsh_ss(h); }
 
+// Sum of the 16 lanes in a fixed order (halves, then quarters, then pairs), so
+// that every kernel reduces its accumulators identically.
+LK_INLINE float lk_hsum512(__m512 v) {
+    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+    return _mm_cvtss_f32(s4);
+}
+
+// MARK: - Batch invariance
+//
+// Every output element is computed with the same arithmetic whatever the batch
+// size, the row range or the kernel (row kernel or panel kernel), so results are
+// bitwise independent of how requests are batched or rows split among threads:
+//
+//   - each weight type has one lane layout: a fixed set of elements feeds the
+//     integer (or, for float weights, FMA) accumulation of each of 16 lanes;
+//   - integer dot products per block are exact, so only which elements meet in
+//     a lane matters, not the instruction sequence;
+//   - per block, the lane integers are converted to float and added into a
+//     float lane accumulator with the same FMAs and the same scale products;
+//   - a row is processed in chunks (LK_Q8_CHUNK_GROUPS groups of four Q8_0
+//     blocks, LK_K_CHUNK super-blocks, LK_F_CHUNK float elements); each chunk's
+//     lane accumulators start at zero and are reduced with lk_hsum512, and the
+//     chunk sums are added in order, starting from the first.
+
+#define LK_Q8_CHUNK_GROUPS 32  // 4096 elements
+#define LK_K_CHUNK 16          // super-blocks, 4096 elements
+#define LK_F_CHUNK 1024        // float elements
+
+// Adds a chunk's reduced accumulators into the running sums (the first chunk
+// sets them).
+#define LK_ADD_CHUNK(RM, RN, acc, sums, first)                                   \
+    for (int b_ = 0; b_ < (RN); b_++)                                            \
+        for (int r_ = 0; r_ < (RM); r_++) {                                      \
+            float v_ = lk_hsum512((acc)[r_][b_]);                                \
+            (sums)[r_][b_] = (first) ? v_ : (sums)[r_][b_] + v_;                  \
+        }
+
 /// Activation row pointers for Q8_0 activations.
 typedef struct {
     const int8_t *quants;   // grouped copy
     const float *scales;    // 4G floats
-    const int32_t *sums;    // 4G sums
+    const int32_t *sums;    // 16G lane sums
 } lk_q8_act;
 
 LK_INLINE lk_q8_act lk_q8_act_at(const void *row, int64_t n) {
@@ -109,10 +149,9 @@ LK_INLINE void lk_q8_0_group(const lk_block_q8_0 *x, int count, __m512i *lo, __m
 LK_INLINE void lk_q4_0_gemv_group(int RM, const uint8_t *W, size_t ws, lk_q8_act a, int64_t g, int count, __m512 *acc) {
     __m512i a0 = _mm512_loadu_si512(a.quants + 128 * g);
     __m512i a1 = _mm512_loadu_si512(a.quants + 128 * g + 64);
-    // Nibbles are unsigned (q + 8): subtract 8 * block sum, spread as 2 * sum per lane.
-    __m128i sums = _mm_loadu_si128((const __m128i *)(a.sums + 4 * g));
-    __m512i corr = _mm512_permutexvar_epi32(LK_IDX_REPEAT4,
-                       _mm512_castsi128_si512(_mm_sub_epi32(_mm_setzero_si128(), _mm_slli_epi32(sums, 1))));
+    // Nibbles are unsigned (q + 8): subtract 8 times each lane's activation sum,
+    // so every lane holds exactly the dot product of its own elements.
+    __m512i corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(_mm512_loadu_si512(a.sums + 16 * g), 3));
     __m512 da = lk_expand4_ps(_mm_loadu_ps(a.scales + 4 * g));
     for (int r = 0; r < RM; r++) {
         const lk_block_q4_0 *x = (const lk_block_q4_0 *)(W + (size_t)r * ws) + 4 * g;
@@ -134,11 +173,18 @@ static __attribute__((noinline)) void lk_q4_0_gemv_tail(int RM, const uint8_t *W
 LK_INLINE void lk_q4_0_gemv_rows(int RM, const uint8_t *W, size_t ws, int64_t n, lk_q8_act a, float *out) {
     const int64_t nb = n / 32;
     const int64_t full = nb / 4;
-    __m512 acc[4];
-    for (int r = 0; r < RM; r++) acc[r] = _mm512_setzero_ps();
-    for (int64_t g = 0; g < full; g++) lk_q4_0_gemv_group(RM, W, ws, a, g, 4, acc);
-    if (nb > 4 * full) lk_q4_0_gemv_tail(RM, W, ws, a, full, (int)(nb - 4 * full), acc);
-    for (int r = 0; r < RM; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+    const int64_t groups = (nb + 3) / 4;
+    float sums[4][1];
+    for (int64_t g0 = 0; g0 < groups; g0 += LK_Q8_CHUNK_GROUPS) {
+        const int64_t gend = groups - g0 < LK_Q8_CHUNK_GROUPS ? groups : g0 + LK_Q8_CHUNK_GROUPS;
+        const int64_t fend = gend < full ? gend : full;
+        __m512 acc[4][1];
+        for (int r = 0; r < RM; r++) acc[r][0] = _mm512_setzero_ps();
+        for (int64_t g = g0; g < fend; g++) lk_q4_0_gemv_group(RM, W, ws, a, g, 4, &acc[0][0]);
+        if (gend > fend) lk_q4_0_gemv_tail(RM, W, ws, a, full, (int)(nb - 4 * full), &acc[0][0]);
+        LK_ADD_CHUNK(RM, 1, acc, sums, g0 == 0)
+    }
+    for (int r = 0; r < RM; r++) out[r] = sums[r][0];
 }
 
 // Q8_0 rows times one activation row. The activations are made unsigned
@@ -170,11 +216,18 @@ static __attribute__((noinline)) void lk_q8_0_gemv_tail(int RM, const uint8_t *W
 LK_INLINE void lk_q8_0_gemv_rows(int RM, const uint8_t *W, size_t ws, int64_t n, lk_q8_act a, float *out) {
     const int64_t nb = n / 32;
     const int64_t full = nb / 4;
-    __m512 acc[4];
-    for (int r = 0; r < RM; r++) acc[r] = _mm512_setzero_ps();
-    for (int64_t g = 0; g < full; g++) lk_q8_0_gemv_group(RM, W, ws, a, g, 4, acc);
-    if (nb > 4 * full) lk_q8_0_gemv_tail(RM, W, ws, a, full, (int)(nb - 4 * full), acc);
-    for (int r = 0; r < RM; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+    const int64_t groups = (nb + 3) / 4;
+    float sums[4][1];
+    for (int64_t g0 = 0; g0 < groups; g0 += LK_Q8_CHUNK_GROUPS) {
+        const int64_t gend = groups - g0 < LK_Q8_CHUNK_GROUPS ? groups : g0 + LK_Q8_CHUNK_GROUPS;
+        const int64_t fend = gend < full ? gend : full;
+        __m512 acc[4][1];
+        for (int r = 0; r < RM; r++) acc[r][0] = _mm512_setzero_ps();
+        for (int64_t g = g0; g < fend; g++) lk_q8_0_gemv_group(RM, W, ws, a, g, 4, &acc[0][0]);
+        if (gend > fend) lk_q8_0_gemv_tail(RM, W, ws, a, full, (int)(nb - 4 * full), &acc[0][0]);
+        LK_ADD_CHUNK(RM, 1, acc, sums, g0 == 0)
+    }
+    for (int r = 0; r < RM; r++) out[r] = sums[r][0];
 }
 
 // MARK: - Q4_0 and Q8_0: matrix-matrix with unpacked weight panels
@@ -190,7 +243,7 @@ typedef struct {
 
 #define LK_GEMM_RM 4
 #define LK_GEMM_RN 4
-#define LK_GEMM_KC_GROUPS 32  // 4096 elements per panel
+#define LK_GEMM_KC_GROUPS LK_Q8_CHUNK_GROUPS  // groups per panel: one chunk
 
 LK_INLINE void lk_panel_finish(lk_q8_panel *p, __m512i lo, __m512i hi, __m512 dw) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
@@ -259,7 +312,7 @@ LK_INLINE void lk_q8_gemm_tile(int RN, const lk_q8_panel *panel, int64_t ng, int
     }
     for (int b = 0; b < RN; b++) {
         for (int r = 0; r < rows; r++) {
-            float v = _mm512_reduce_add_ps(acc[r][b]);
+            float v = lk_hsum512(acc[r][b]);
             float *o = out + b * out_row_stride + r;
             *o = accumulate ? *o + v : v;
         }
@@ -431,27 +484,33 @@ LK_INLINE __m512i lk_k_dot(const __m512i *q, const __m512i *scales, const int8_t
 
 LK_INLINE void lk_q4_K_rows(int RM, int RN, const uint8_t *W, size_t ws, int64_t n,
                             const uint8_t *xq, size_t xs, float *out, int64_t os) {
-    __m512 acc[4][4];
-    for (int r = 0; r < RM; r++)
-        for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / 256; i++) {
-        for (int r = 0; r < RM; r++) {
-            const lk_block_q4_K *x = (const lk_block_q4_K *)(W + (size_t)r * ws) + i;
-            for (int line = 0; line < 3; line++) _mm_prefetch((const char *)x + LK_PREFETCH_K + 64 * line, _MM_HINT_T0);
-            lk_q4_K_unpacked u;
-            lk_q4_K_unpack(x, &u);
-            for (int b = 0; b < RN; b++) {
-                const lk_block_q8_K *y = (const lk_block_q8_K *)(xq + (size_t)b * xs) + i;
-                __m512i dot = lk_k_dot(u.q, u.scales, y->qs, _mm512_setzero_si512());
-                __m256i mins = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u.mins);
-                acc[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(u.d * y->d), acc[r][b]);
-                acc[r][b] = _mm512_fmadd_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(mins)),
-                                            _mm512_set1_ps(-u.dmin * y->d), acc[r][b]);
+    const int64_t nsb = n / 256;
+    float sums[4][4];
+    for (int64_t s0 = 0; s0 < nsb; s0 += LK_K_CHUNK) {
+        const int64_t send = nsb - s0 < LK_K_CHUNK ? nsb : s0 + LK_K_CHUNK;
+        __m512 acc[4][4];
+        for (int r = 0; r < RM; r++)
+            for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();
+        for (int64_t i = s0; i < send; i++) {
+            for (int r = 0; r < RM; r++) {
+                const lk_block_q4_K *x = (const lk_block_q4_K *)(W + (size_t)r * ws) + i;
+                for (int line = 0; line < 3; line++) _mm_prefetch((const char *)x + LK_PREFETCH_K + 64 * line, _MM_HINT_T0);
+                lk_q4_K_unpacked u;
+                lk_q4_K_unpack(x, &u);
+                for (int b = 0; b < RN; b++) {
+                    const lk_block_q8_K *y = (const lk_block_q8_K *)(xq + (size_t)b * xs) + i;
+                    __m512i dot = lk_k_dot(u.q, u.scales, y->qs, _mm512_setzero_si512());
+                    __m256i mins = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u.mins);
+                    acc[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(u.d * y->d), acc[r][b]);
+                    acc[r][b] = _mm512_fmadd_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(mins)),
+                                                _mm512_set1_ps(-u.dmin * y->d), acc[r][b]);
+                }
             }
         }
+        LK_ADD_CHUNK(RM, RN, acc, sums, s0 == 0)
     }
     for (int b = 0; b < RN; b++)
-        for (int r = 0; r < RM; r++) out[b * os + r] = _mm512_reduce_add_ps(acc[r][b]);
+        for (int r = 0; r < RM; r++) out[b * os + r] = sums[r][b];
 }
 
 // Q4_K rows times one activation row. Each 64-byte load of quants covers two
@@ -465,66 +524,82 @@ LK_INLINE __m512i lk_word_pair_index(int first, int second) {
 LK_INLINE void lk_q4_K_gemv_rows(int RM, const uint8_t *W, size_t ws, int64_t n, const uint8_t *xq, float *out) {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m256i min_index = _mm256_setr_epi16(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
-    __m512 acc[4];
-    for (int r = 0; r < RM; r++) acc[r] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / 256; i++) {
-        const lk_block_q8_K *y = (const lk_block_q8_K *)xq + i;
-        __m512i alo[2], ahi[2];
-        for (int p = 0; p < 2; p++) {
-            const int8_t *a = y->qs + 128 * p;
-            alo[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
-                                        _mm256_loadu_si256((const __m256i *)(a + 64)), 1);
-            ahi[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a + 32))),
-                                        _mm256_loadu_si256((const __m256i *)(a + 96)), 1);
-        }
-        __m256i bsums = _mm256_loadu_si256((const __m256i *)y->bsums);
-        for (int r = 0; r < RM; r++) {
-            const lk_block_q4_K *x = (const lk_block_q4_K *)(W + (size_t)r * ws) + i;
-            for (int line = 0; line < 3; line++) _mm_prefetch((const char *)x + LK_PREFETCH_K + 64 * line, _MM_HINT_T0);
-            __m512i words = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(lk_q4_K_scale_bytes(x)));
-            __m512i dot_lo = _mm512_setzero_si512(), dot_hi = _mm512_setzero_si512();
+    const int64_t nsb = n / 256;
+    float sums[4][1];
+    for (int64_t s0 = 0; s0 < nsb; s0 += LK_K_CHUNK) {
+        const int64_t send = nsb - s0 < LK_K_CHUNK ? nsb : s0 + LK_K_CHUNK;
+        __m512 acc[4][1];
+        for (int r = 0; r < RM; r++) acc[r][0] = _mm512_setzero_ps();
+        for (int64_t i = s0; i < send; i++) {
+            const lk_block_q8_K *y = (const lk_block_q8_K *)xq + i;
+            __m512i alo[2], ahi[2];
             for (int p = 0; p < 2; p++) {
-                __m512i z = _mm512_loadu_si512(x->qs + 64 * p);
-                __m512i lo = _mm512_and_si512(z, m4);
-                __m512i hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
-                dot_lo = lk_dpwssd(dot_lo, _mm512_maddubs_epi16(lo, alo[p]),
-                                   _mm512_permutexvar_epi16(lk_word_pair_index(4 * p, 4 * p + 2), words));
-                dot_hi = lk_dpwssd(dot_hi, _mm512_maddubs_epi16(hi, ahi[p]),
-                                   _mm512_permutexvar_epi16(lk_word_pair_index(4 * p + 1, 4 * p + 3), words));
+                const int8_t *a = y->qs + 128 * p;
+                alo[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
+                                            _mm256_loadu_si256((const __m256i *)(a + 64)), 1);
+                ahi[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a + 32))),
+                                            _mm256_loadu_si256((const __m256i *)(a + 96)), 1);
             }
-            __m512i dot = _mm512_add_epi32(dot_lo, dot_hi);
-            __m256i mins = _mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_castsi256_si512(min_index), words));
-            __m256 m = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(lk_h2f(x->d) * y->d), acc[r]);
-            acc[r] = _mm512_fmadd_ps(_mm512_zextps256_ps512(m), _mm512_set1_ps(-lk_h2f(x->dmin) * y->d), acc[r]);
+            __m256i bsums = _mm256_loadu_si256((const __m256i *)y->bsums);
+            for (int r = 0; r < RM; r++) {
+                const lk_block_q4_K *x = (const lk_block_q4_K *)(W + (size_t)r * ws) + i;
+                for (int line = 0; line < 3; line++) _mm_prefetch((const char *)x + LK_PREFETCH_K + 64 * line, _MM_HINT_T0);
+                __m512i words = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(lk_q4_K_scale_bytes(x)));
+                __m512i dot_lo = _mm512_setzero_si512(), dot_hi = _mm512_setzero_si512();
+                for (int p = 0; p < 2; p++) {
+                    __m512i z = _mm512_loadu_si512(x->qs + 64 * p);
+                    __m512i lo = _mm512_and_si512(z, m4);
+                    __m512i hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
+                    dot_lo = lk_dpwssd(dot_lo, _mm512_maddubs_epi16(lo, alo[p]),
+                                       _mm512_permutexvar_epi16(lk_word_pair_index(4 * p, 4 * p + 2), words));
+                    dot_hi = lk_dpwssd(dot_hi, _mm512_maddubs_epi16(hi, ahi[p]),
+                                       _mm512_permutexvar_epi16(lk_word_pair_index(4 * p + 1, 4 * p + 3), words));
+                }
+                // Into the lane layout of lk_k_dot: lanes 0..7 take the even
+                // sub-blocks (dot_lo: 4p and 4p + 2), lanes 8..15 the odd ones
+                // (dot_hi: 4p + 1 and 4p + 3), at the same offsets.
+                __m512i dot = _mm512_add_epi32(_mm512_shuffle_i64x2(dot_lo, dot_hi, _MM_SHUFFLE(1, 0, 1, 0)),
+                                               _mm512_shuffle_i64x2(dot_lo, dot_hi, _MM_SHUFFLE(3, 2, 3, 2)));
+                __m256i mins = _mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_castsi256_si512(min_index), words));
+                __m256 m = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
+                acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(lk_h2f(x->d) * y->d), acc[r][0]);
+                acc[r][0] = _mm512_fmadd_ps(_mm512_zextps256_ps512(m), _mm512_set1_ps(-lk_h2f(x->dmin) * y->d), acc[r][0]);
+            }
         }
+        LK_ADD_CHUNK(RM, 1, acc, sums, s0 == 0)
     }
-    for (int r = 0; r < RM; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+    for (int r = 0; r < RM; r++) out[r] = sums[r][0];
 }
 
 LK_INLINE void lk_q6_K_rows(int RM, int RN, const uint8_t *W, size_t ws, int64_t n,
                             const uint8_t *xq, size_t xs, float *out, int64_t os) {
-    __m512 acc[4][4];
-    for (int r = 0; r < RM; r++)
-        for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / 256; i++) {
-        for (int r = 0; r < RM; r++) {
-            const lk_block_q6_K *x = (const lk_block_q6_K *)(W + (size_t)r * ws) + i;
-            for (int line = 0; line < 4; line++) _mm_prefetch((const char *)x + LK_PREFETCH_K + 64 * line, _MM_HINT_T0);
-            lk_q6_K_unpacked u;
-            lk_q6_K_unpack(x, &u);
-            for (int b = 0; b < RN; b++) {
-                const lk_block_q8_K *y = (const lk_block_q8_K *)(xq + (size_t)b * xs) + i;
-                // Quants are stored as q + 32: start from -32 * sum_j scale_j * groupsum_j.
-                __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u.scales16);
-                corr = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
-                __m512i dot = lk_k_dot(u.q, u.scales, y->qs, _mm512_zextsi256_si512(corr));
-                acc[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(u.d * y->d), acc[r][b]);
+    const int64_t nsb = n / 256;
+    float sums[4][4];
+    for (int64_t s0 = 0; s0 < nsb; s0 += LK_K_CHUNK) {
+        const int64_t send = nsb - s0 < LK_K_CHUNK ? nsb : s0 + LK_K_CHUNK;
+        __m512 acc[4][4];
+        for (int r = 0; r < RM; r++)
+            for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();
+        for (int64_t i = s0; i < send; i++) {
+            for (int r = 0; r < RM; r++) {
+                const lk_block_q6_K *x = (const lk_block_q6_K *)(W + (size_t)r * ws) + i;
+                for (int line = 0; line < 4; line++) _mm_prefetch((const char *)x + LK_PREFETCH_K + 64 * line, _MM_HINT_T0);
+                lk_q6_K_unpacked u;
+                lk_q6_K_unpack(x, &u);
+                for (int b = 0; b < RN; b++) {
+                    const lk_block_q8_K *y = (const lk_block_q8_K *)(xq + (size_t)b * xs) + i;
+                    // Quants are stored as q + 32: start from -32 * sum_j scale_j * groupsum_j.
+                    __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u.scales16);
+                    corr = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
+                    __m512i dot = lk_k_dot(u.q, u.scales, y->qs, _mm512_zextsi256_si512(corr));
+                    acc[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(u.d * y->d), acc[r][b]);
+                }
             }
         }
+        LK_ADD_CHUNK(RM, RN, acc, sums, s0 == 0)
     }
     for (int b = 0; b < RN; b++)
-        for (int r = 0; r < RM; r++) out[b * os + r] = _mm512_reduce_add_ps(acc[r][b]);
+        for (int r = 0; r < RM; r++) out[b * os + r] = sums[r][b];
 }
 
 #define LK_K_MATMUL_ROWS(name, rows_fn)                                                                       \
@@ -578,20 +653,25 @@ LK_INLINE __m512 lk_load_bf16(const void *p, int64_t i, __mmask16 m) {
 #define LK_FLOAT_ROWS(name, load)                                                                    \
     LK_INLINE void name(int RM, int RN, const uint8_t *W, size_t ws, int64_t n,                      \
                         const uint8_t *xq, size_t xs, float *out, int64_t os) {                      \
-        __m512 acc[4][4];                                                                            \
-        for (int r = 0; r < RM; r++)                                                                 \
-            for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();                            \
-        for (int64_t i = 0; i < n; i += 16) {                                                        \
-            __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);        \
-            __m512 x[4];                                                                             \
-            for (int b = 0; b < RN; b++) x[b] = lk_load_f32(xq + (size_t)b * xs, i, m);              \
-            for (int r = 0; r < RM; r++) {                                                           \
-                __m512 w = load(W + (size_t)r * ws, i, m);                                           \
-                for (int b = 0; b < RN; b++) acc[r][b] = _mm512_fmadd_ps(w, x[b], acc[r][b]);        \
+        float sums[4][4];                                                                            \
+        for (int64_t k0 = 0; k0 < n; k0 += LK_F_CHUNK) {                                             \
+            const int64_t kend = n - k0 < LK_F_CHUNK ? n : k0 + LK_F_CHUNK;                          \
+            __m512 acc[4][4];                                                                        \
+            for (int r = 0; r < RM; r++)                                                             \
+                for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();                        \
+            for (int64_t i = k0; i < kend; i += 16) {                                                \
+                __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);    \
+                __m512 x[4];                                                                         \
+                for (int b = 0; b < RN; b++) x[b] = lk_load_f32(xq + (size_t)b * xs, i, m);          \
+                for (int r = 0; r < RM; r++) {                                                       \
+                    __m512 w = load(W + (size_t)r * ws, i, m);                                       \
+                    for (int b = 0; b < RN; b++) acc[r][b] = _mm512_fmadd_ps(w, x[b], acc[r][b]);    \
+                }                                                                                    \
             }                                                                                        \
+            LK_ADD_CHUNK(RM, RN, acc, sums, k0 == 0)                                                 \
         }                                                                                            \
         for (int b = 0; b < RN; b++)                                                                 \
-            for (int r = 0; r < RM; r++) out[b * os + r] = _mm512_reduce_add_ps(acc[r][b]);          \
+            for (int r = 0; r < RM; r++) out[b * os + r] = sums[r][b];                               \
     }
 
 LK_FLOAT_ROWS(lk_f32_rows, lk_load_f32)
@@ -605,8 +685,11 @@ LK_K_MATMUL_ROWS(matmul_bf16_rows_avx512, lk_bf16_rows)
 // MARK: - Q4_K and Q6_K: matrix-matrix with unpacked weight panels
 
 // One super-block of one weight row, unpacked for reuse across many activation
-// rows. The row's value is d * sum_j scale_j * dot(q_j, a_j) plus
-// dcorr * sum_k corr16_k * groupsum_k (Q4_K: the mins; Q6_K: -32 * scales).
+// rows. Q4_K: the value is d * sum_j scale_j * dot(q_j, a_j) plus
+// dcorr * sum_k corr16_k * groupsum_k (corr16: the mins, dcorr = -dmin), the
+// two terms added in float. Q6_K: d * (sum_k corr16_k * groupsum_k +
+// sum_j scale_j * dot(q_j, a_j)) with corr16 = -32 * scales, all in integers
+// (as the row kernel computes it).
 typedef struct {
     __m512i q[4];
     __m512i scales[4];
@@ -617,7 +700,7 @@ typedef struct {
 
 #define LK_KGEMM_RM 4
 #define LK_KGEMM_RN 3
-#define LK_KGEMM_KC 16  // super-blocks per panel
+#define LK_KGEMM_KC LK_K_CHUNK  // super-blocks per panel: one chunk
 
 static void lk_build_k_panels(int type, const uint8_t *W, size_t ws, int64_t r0, int rows,
                               int64_t s0, int64_t ns, lk_k_panel *panel) {
@@ -640,15 +723,15 @@ static void lk_build_k_panels(int type, const uint8_t *W, size_t ws, int64_t r0,
                 lk_q6_K_unpacked u;
                 lk_q6_K_unpack((const lk_block_q6_K *)row + s0 + s, &u);
                 for (int c = 0; c < 4; c++) { p->q[c] = u.q[c]; p->scales[c] = u.scales[c]; }
-                p->corr16 = _mm256_slli_epi16(u.scales16, 5);
+                p->corr16 = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(u.scales16, 5));
                 p->d = u.d;
-                p->dcorr = -u.d;
+                p->dcorr = 0.0f;
             }
         }
     }
 }
 
-LK_INLINE void lk_k_gemm_tile(int RN, const lk_k_panel *panel, int64_t ns, const uint8_t *const *acts,
+LK_INLINE void lk_k_gemm_tile(int type, int RN, const lk_k_panel *panel, int64_t ns, const uint8_t *const *acts,
                               float *out, int64_t os, int rows, int accumulate) {
     __m512 acc[LK_KGEMM_RM][LK_KGEMM_RN];
     for (int r = 0; r < LK_KGEMM_RM; r++)
@@ -658,8 +741,16 @@ LK_INLINE void lk_k_gemm_tile(int RN, const lk_k_panel *panel, int64_t ns, const
         const lk_block_q8_K *y[LK_KGEMM_RN];
         for (int b = 0; b < RN; b++) y[b] = (const lk_block_q8_K *)acts[b] + s;
         __m512i dot[LK_KGEMM_RM][LK_KGEMM_RN];
-        for (int r = 0; r < LK_KGEMM_RM; r++)
-            for (int b = 0; b < RN; b++) dot[r][b] = _mm512_setzero_si512();
+        if (type == LK_TYPE_Q6_K) {
+            for (int b = 0; b < RN; b++) {
+                __m256i bsums = _mm256_loadu_si256((const __m256i *)y[b]->bsums);
+                for (int r = 0; r < LK_KGEMM_RM; r++)
+                    dot[r][b] = _mm512_zextsi256_si512(_mm256_madd_epi16(bsums, p[r].corr16));
+            }
+        } else {
+            for (int r = 0; r < LK_KGEMM_RM; r++)
+                for (int b = 0; b < RN; b++) dot[r][b] = _mm512_setzero_si512();
+        }
         for (int c = 0; c < 4; c++) {
             __m512i a[LK_KGEMM_RN];
             for (int b = 0; b < RN; b++) a[b] = _mm512_loadu_si512(y[b]->qs + 64 * c);
@@ -673,22 +764,24 @@ LK_INLINE void lk_k_gemm_tile(int RN, const lk_k_panel *panel, int64_t ns, const
             __m256i bsums = _mm256_loadu_si256((const __m256i *)y[b]->bsums);
             float da = y[b]->d;
             for (int r = 0; r < LK_KGEMM_RM; r++) {
-                __m256 corr = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, p[r].corr16));
                 acc[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][b]), _mm512_set1_ps(p[r].d * da), acc[r][b]);
-                acc[r][b] = _mm512_fmadd_ps(_mm512_zextps256_ps512(corr), _mm512_set1_ps(p[r].dcorr * da), acc[r][b]);
+                if (type == LK_TYPE_Q4_K) {
+                    __m256 corr = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, p[r].corr16));
+                    acc[r][b] = _mm512_fmadd_ps(_mm512_zextps256_ps512(corr), _mm512_set1_ps(p[r].dcorr * da), acc[r][b]);
+                }
             }
         }
     }
     for (int b = 0; b < RN; b++) {
         for (int r = 0; r < rows; r++) {
-            float v = _mm512_reduce_add_ps(acc[r][b]);
+            float v = lk_hsum512(acc[r][b]);
             float *o = out + b * os + r;
             *o = accumulate ? *o + v : v;
         }
     }
 }
 
-static void lk_k_gemm(int type, const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+LK_INLINE void lk_k_gemm(int type, const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
                       float *out, int64_t os, int64_t row_begin, int64_t row_end) {
     const int64_t nsb = n / 256;
     _Alignas(64) lk_k_panel panel[LK_KGEMM_KC * LK_KGEMM_RM];
@@ -707,9 +800,9 @@ static void lk_k_gemm(int type, const void *W, size_t ws, int64_t n, const void 
                         acts[b] = (const uint8_t *)xq + (size_t)(b0 + b) * xs + (size_t)s0 * sizeof(lk_block_q8_K);
                     float *o = out + b0 * os + r0;
                     switch (cols) {
-                    case 3: lk_k_gemm_tile(3, panel, ns, acts, o, os, rows, s0 > 0); break;
-                    case 2: lk_k_gemm_tile(2, panel, ns, acts, o, os, rows, s0 > 0); break;
-                    default: lk_k_gemm_tile(1, panel, ns, acts, o, os, rows, s0 > 0); break;
+                    case 3: lk_k_gemm_tile(type, 3, panel, ns, acts, o, os, rows, s0 > 0); break;
+                    case 2: lk_k_gemm_tile(type, 2, panel, ns, acts, o, os, rows, s0 > 0); break;
+                    default: lk_k_gemm_tile(type, 1, panel, ns, acts, o, os, rows, s0 > 0); break;
                     }
                 }
             }
@@ -717,11 +810,24 @@ static void lk_k_gemm(int type, const void *W, size_t ws, int64_t n, const void 
     }
 }
 
+// The two K-quant types as separate functions, each with its type fixed.
+static void lk_q4_K_gemm(int type, const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                         float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+    (void)type;
+    lk_k_gemm(LK_TYPE_Q4_K, W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);
+}
+
+static void lk_q6_K_gemm(int type, const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                         float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+    (void)type;
+    lk_k_gemm(LK_TYPE_Q6_K, W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);
+}
+
 // MARK: - Float weights: matrix-matrix with converted weight panels
 
 #define LK_FGEMM_RM 4
 #define LK_FGEMM_RN 6
-#define LK_FGEMM_KC 1024
+#define LK_FGEMM_KC LK_F_CHUNK  // elements per panel: one chunk
 // Panel row stride, padded so the rows do not share cache sets.
 #define LK_FGEMM_STRIDE (LK_FGEMM_KC + 16)
 
@@ -741,7 +847,7 @@ LK_INLINE void lk_f_gemm_tile(int RN, const float *panel, int64_t kc, const floa
     }
     for (int b = 0; b < RN; b++) {
         for (int r = 0; r < rows; r++) {
-            float v = _mm512_reduce_add_ps(acc[r][b]);
+            float v = lk_hsum512(acc[r][b]);
             float *o = out + b * os + r;
             *o = accumulate ? *o + v : v;
         }
@@ -810,8 +916,8 @@ static void matmul_q4_K_small_avx512(const void *W, size_t ws, int64_t n, const 
     for (; r < row_end; r++) lk_q4_K_gemv_rows(1, w + (size_t)r * ws, ws, n, (const uint8_t *)xq, out + r);
 }
 
-LK_DISPATCH(matmul_q4_K_avx512, matmul_q4_K_small_avx512, lk_k_gemm, LK_TYPE_Q4_K)
-LK_DISPATCH(matmul_q6_K_avx512, matmul_q6_K_rows_avx512, lk_k_gemm, LK_TYPE_Q6_K)
+LK_DISPATCH(matmul_q4_K_avx512, matmul_q4_K_small_avx512, lk_q4_K_gemm, LK_TYPE_Q4_K)
+LK_DISPATCH(matmul_q6_K_avx512, matmul_q6_K_rows_avx512, lk_q6_K_gemm, LK_TYPE_Q6_K)
 LK_DISPATCH(matmul_f32_avx512, matmul_f32_rows_avx512, lk_f_gemm, LK_TYPE_F32)
 LK_DISPATCH(matmul_f16_avx512, matmul_f16_rows_avx512, lk_f_gemm, LK_TYPE_F16)
 LK_DISPATCH(matmul_bf16_avx512, matmul_bf16_rows_avx512, lk_f_gemm, LK_TYPE_BF16)
@@ -829,7 +935,7 @@ static float dot_f32_avx512(const float *a, const float *b, int64_t n) {
         __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
         acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc0);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    return lk_hsum512(_mm512_add_ps(acc0, acc1));
 }
 
 static void axpy_f32_avx512(int64_t n, float a, const float *x, float *y) {
@@ -852,7 +958,7 @@ static float dot_f16_f32_avx512(const uint16_t *a, const float *b, int64_t n) {
         __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
         acc0 = _mm512_fmadd_ps(lk_load_f16(a, i, m), _mm512_maskz_loadu_ps(m, b + i), acc0);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    return lk_hsum512(_mm512_add_ps(acc0, acc1));
 }
 
 static void axpy_f16_avx512(int64_t n, float a, const uint16_t *x, float *y) {

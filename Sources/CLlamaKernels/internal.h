@@ -59,7 +59,9 @@ _Static_assert(sizeof(lk_block_q8_K) == 292, "Q8_K block size");
 //     b2 0..15, b3 0..15, b0 16..31, b1 16..31, b2 16..31, b3 16..31], the order
 //     in which Q4_0 nibbles unpack;
 //   - 4G float block scales;
-//   - 4G int32 block sums of the quants.
+//   - 16G int32 lane sums: for the 32-bit lane 4k + m of group g (k, m in
+//     0..3), the sum of quants 4m..4m+3 and 16+4m..16+4m+3 of block 4g + k,
+//     i.e. of the eight quants that meet in that lane of both 512-bit halves.
 // Blocks past nb in the last group are zero everywhere.
 //
 // Q8_K activations (for Q4_K and Q6_K): plain GGML Q8_K blocks.
@@ -78,7 +80,7 @@ static inline size_t lk_q8_act_sums_offset(int64_t n) {
     return lk_q8_act_scales_offset(n) + (size_t)lk_q8_act_groups(n) * 4 * sizeof(float);
 }
 static inline size_t lk_q8_act_size(int64_t n) {
-    return lk_align64(lk_q8_act_sums_offset(n) + (size_t)lk_q8_act_groups(n) * 4 * sizeof(int32_t));
+    return lk_align64(lk_q8_act_sums_offset(n) + (size_t)lk_q8_act_groups(n) * 16 * sizeof(int32_t));
 }
 
 // MARK: - Scalar half and bfloat conversions

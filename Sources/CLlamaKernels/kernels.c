@@ -395,12 +395,14 @@ void lk_quantize_activations(int weight_type, const float *x, void *dst, int64_t
         int64_t groups = lk_q8_act_groups(n);
         memset(aux, 0, (size_t)groups * 128);
         memset(scales, 0, (size_t)groups * 4 * sizeof(float));
-        memset(sums, 0, (size_t)groups * 4 * sizeof(int32_t));
+        memset(sums, 0, (size_t)groups * 16 * sizeof(int32_t));
         for (int64_t i = 0; i < nb; i++) {
             const int8_t *q = blocks[i].qs;
-            int32_t sum = 0;
-            for (int j = 0; j < 32; j++) sum += q[j];
-            sums[i] = sum;
+            for (int m = 0; m < 4; m++) {
+                int32_t sum = 0;
+                for (int j = 4 * m; j < 4 * m + 4; j++) sum += q[j] + q[16 + j];
+                sums[(i / 4) * 16 + (i % 4) * 4 + m] = sum;
+            }
             scales[i] = lk_half_to_float(blocks[i].d);
             int8_t *g = aux + (i / 4) * 128 + (i % 4) * 16;
             memcpy(g, q, 16);

@@ -87,6 +87,11 @@ int64_t lk_matmul_row_tile(int type);
 /// W: rows of `ncols` elements of `type`, `w_row_stride` bytes apart.
 /// xq: activation rows encoded by lk_quantize_activations(type, ..., ncols),
 /// `xq_row_stride` bytes apart. `ncols` must be a multiple of the block size.
+///
+/// For a given instruction-set level every output element is bitwise the same
+/// whatever `nbatch`, the position of the activation row in the batch, and the
+/// row range it is computed in: batching requests or splitting rows among
+/// threads never changes a result.
 void lk_matmul(int type, const void *W, size_t w_row_stride, int64_t ncols,
                const void *xq, size_t xq_row_stride, int64_t nbatch,
                float *out, int64_t out_row_stride,
