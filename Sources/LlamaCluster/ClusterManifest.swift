@@ -95,20 +95,8 @@ public struct ClusterManifest: Sendable, Equatable {
         var coordinatorThreads: Int?
         if let c = try fields.optionalMapping("coordinator") {
             var cf = Fields(c, path: "coordinator.")
-            if let v = try cf.optionalString("control") {
-                guard v.hasPrefix("tcp://"), v.split(separator: ":").count == 3 else {
-                    throw ManifestError(field: "coordinator.control", reason: "\(v.debugDescription) is not a ZeroMQ address like \"tcp://0.0.0.0:5555\"")
-                }
-                control = v
-            }
-            if let v = try cf.optionalString("http") {
-                guard let colon = v.lastIndex(of: ":"), let port = Int(v[v.index(after: colon)...]), (1...65535).contains(port) else {
-                    throw ManifestError(field: "coordinator.http", reason: "\(v.debugDescription) is not an address like \"0.0.0.0:8080\"")
-                }
-                httpHost = String(v[..<colon])
-                if httpHost.isEmpty { httpHost = "0.0.0.0" }
-                httpPort = port
-            }
+            if let v = try cf.optionalString("control") { control = try Self.parseControlAddress(v) }
+            if let v = try cf.optionalString("http") { (httpHost, httpPort) = try Self.parseHTTPAddress(v) }
             coordinatorThreads = try cf.optionalInt("threads", range: 1...1024)
             try cf.rejectUnknown()
         }
@@ -159,6 +147,23 @@ public struct ClusterManifest: Sendable, Equatable {
         return ClusterManifest(model: model, controlAddress: control, httpHost: httpHost, httpPort: httpPort,
                                coordinatorThreads: coordinatorThreads, activations: activations, maxSequences: maxSequences,
                                context: context, heartbeatTimeout: heartbeat, batch: batch, workers: workers)
+    }
+
+    /// Checks a ZeroMQ control address "tcp://HOST:PORT" (field `coordinator.control`).
+    public static func parseControlAddress(_ v: String) throws -> String {
+        guard v.hasPrefix("tcp://"), v.split(separator: ":").count == 3 else {
+            throw ManifestError(field: "coordinator.control", reason: "\(v.debugDescription) is not a ZeroMQ address like \"tcp://0.0.0.0:5555\"")
+        }
+        return v
+    }
+
+    /// Parses an HTTP listen address "HOST:PORT" (field `coordinator.http`); an empty host means all interfaces.
+    public static func parseHTTPAddress(_ v: String) throws -> (host: String, port: Int) {
+        guard let colon = v.lastIndex(of: ":"), let port = Int(v[v.index(after: colon)...]), (1...65535).contains(port) else {
+            throw ManifestError(field: "coordinator.http", reason: "\(v.debugDescription) is not an address like \"0.0.0.0:8080\"")
+        }
+        let host = String(v[..<colon])
+        return (host.isEmpty ? "0.0.0.0" : host, port)
     }
 
     /// Parses "0-39" (inclusive) or "7" into a half-open range.

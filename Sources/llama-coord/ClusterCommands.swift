@@ -29,17 +29,9 @@ struct Start: AsyncParsableCommand {
             throw ValidationError("cannot read the manifest \(manifest)")
         }
         var m = try ClusterManifest.parse(yaml: text, baseDirectory: (manifest as NSString).deletingLastPathComponent.isEmpty ? "." : (manifest as NSString).deletingLastPathComponent)
-        if let control {
-            guard control.hasPrefix("tcp://") else { throw ValidationError("--control must be tcp://HOST:PORT") }
-            m.controlAddress = control
-        }
-        if let http {
-            guard let colon = http.lastIndex(of: ":"), let port = Int(http[http.index(after: colon)...]) else {
-                throw ValidationError("--http must be HOST:PORT")
-            }
-            m.httpHost = String(http[..<colon])
-            m.httpPort = port
-        }
+        // The overrides go through the manifest's own checks.
+        if let control { m.controlAddress = try ClusterManifest.parseControlAddress(control) }
+        if let http { (m.httpHost, m.httpPort) = try ClusterManifest.parseHTTPAddress(http) }
         let coordinator = try Coordinator(manifest: m, logger: logger)
         try coordinator.start()
         logger.info("HTTP endpoint on http://\(m.httpHost):\(m.httpPort) (503 on /health until every worker is ready)")
