@@ -12,7 +12,9 @@
 # (bandwidth / weight bytes read per token).
 #
 # --cluster also starts a coordinator and two workers on this machine serving the 7B Q4_0 file
-# and runs the cluster bench with 1 and 8 concurrent streams (each worker 1 thread, 2 layers).
+# (each worker THREADS threads and 2 layers; on one machine they take turns) and runs the cluster
+# bench with 1 and 8 concurrent streams, next to one process with the same prompt and generation
+# sizes (1 sequence, and 8 decoded as one batch).
 #
 # Environment: PROMPT_TOKENS (512), GEN_TOKENS (128), REPS (3); for the cluster CLUSTER_PROMPT_TOKENS
 # (128), CLUSTER_GEN_TOKENS (64), CLUSTER_REPS (2), HTTP_PORT (8181), CONTROL_PORT (5655);
@@ -94,16 +96,21 @@ if [ "$CLUSTER" = 1 ]; then
     CONTROL_PORT="${CONTROL_PORT:-5655}"
     ENDPOINT="http://127.0.0.1:$HTTP_PORT"
     MODEL="$OUT/synth-7b-4l-q4_0.gguf"
+    for b in 1 8; do
+        echo "== one process, prompt $CP, $CG generated, batch $b" >&2
+        "$BIN/llama-coord" bench --model "$MODEL" --threads "$THREADS" --prompt-tokens "$CP" --gen-tokens "$CG" \
+            --batch "$b" --repetitions "$CR" --json >"$OUT/single-b$b.json"
+    done
     cat >"$OUT/cluster-7b.yaml" <<EOF
 # Written by scripts/bench-vs-llamacpp.sh: two workers on this machine, two layers each.
 model: synth-7b-4l-q4_0.gguf
-coordinator: { control: "tcp://127.0.0.1:$CONTROL_PORT", http: "127.0.0.1:$HTTP_PORT", threads: 1 }
+coordinator: { control: "tcp://127.0.0.1:$CONTROL_PORT", http: "127.0.0.1:$HTTP_PORT", threads: $THREADS }
 activations: f16
 max_sequences: 8
 context: $((CP + CG + 16))
 workers:
-  - { name: w1, layers: "0-1", threads: 1 }
-  - { name: w2, layers: "2-3", threads: 1 }
+  - { name: w1, layers: "0-1", threads: $THREADS }
+  - { name: w2, layers: "2-3", threads: $THREADS }
 EOF
     pids=()
     cleanup() {
@@ -115,7 +122,7 @@ EOF
     "$BIN/llama-coord" start --manifest "$OUT/cluster-7b.yaml" >"$OUT/coord.log" 2>&1 &
     pids+=($!)
     for w in w1 w2; do
-        "$BIN/llama-worker" join --coordinator "tcp://127.0.0.1:$CONTROL_PORT" --name "$w" --threads 1 \
+        "$BIN/llama-worker" join --coordinator "tcp://127.0.0.1:$CONTROL_PORT" --name "$w" --threads "$THREADS" \
             --model "$MODEL" --listen "tcp://127.0.0.1:0" --advertise 127.0.0.1 >"$OUT/$w.log" 2>&1 &
         pids+=($!)
     done
@@ -177,18 +184,28 @@ lines += ["", "Ratio = ours / llama.cpp. Read limit = bandwidth / (layer matrice
 
 if cluster_files:
     first = json.load(open(cluster_files[0]))
-    lines += ["", "## Cluster: coordinator + 2 workers (1 thread each, 2 layers each) on this machine, 7b-4l-q4_0, f16 activations",
+    single = {b: json.load(open(os.path.join(out, f"single-b{b}.json")))["result"]["decode_tokens_per_second"]["mean"]
+              for b in (1, 8)}
+    lines += ["", f"## Cluster: coordinator + 2 workers ({threads} threads each, 2 layers each) on this machine, 7b-4l-q4_0, f16 activations",
               "", f"Prompt {first['prompt_tokens']} tokens, {first['generated_tokens_per_stream']:.0f} generated per stream, "
-              f"{first['repetitions']} repetitions. Worker tok/s is /status's figure (prompt and generated tokens per busy second).",
+              f"{first['repetitions']} repetitions. Decode tok/s counts each stream's tokens after its first, summed over the streams; "
+              f"the total also counts the time to the first token. One process with the same sizes and {threads} threads decodes "
+              f"{single[1]:.2f} tok/s (1 sequence) and {single[8]:.2f} tok/s (8 sequences in one batch). "
+              "Worker tok/s is /status's figure (prompt and generated tokens per busy second).",
               "",
-              "| streams | aggregate tok/s | ms/token/stream | ms to first token | worker tok/s (ms/hop) | wire bytes/token/hop f16, f32 |",
-              "|---:|---:|---:|---:|---|---|"]
+              "| streams | decode tok/s | vs one process, 1 seq | vs cluster, 1 stream | total tok/s | ms/token/stream | ms to first token | worker tok/s (ms/hop) | wire bytes/token/hop f16, f32 |",
+              "|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    one_stream = None
     for f in cluster_files:
         c = json.load(open(f))
         workers = ", ".join(f"{w['name']} {w['tokens_per_second']:.1f} ({(w['seconds_per_hop'] or 0) * 1e3:.1f})" for w in c["workers"])
         wire = c.get("wire_bytes_per_token_per_hop") or {}
+        dec = c['aggregate_decode_tokens_per_second']
+        if one_stream is None:
+            one_stream = dec['mean']
         lines.append(
-            f"| {c['concurrency']} | {rate(c['aggregate_tokens_per_second']['mean'], c['aggregate_tokens_per_second']['stddev'])} "
+            f"| {c['concurrency']} | {rate(dec['mean'], dec['stddev'])} | {dec['mean'] / single[1]:.2f} | {dec['mean'] / one_stream:.2f} "
+            f"| {rate(c['aggregate_tokens_per_second']['mean'], c['aggregate_tokens_per_second']['stddev'])} "
             f"| {c['seconds_per_token_per_stream']['mean'] * 1e3:.1f} | {c['time_to_first_token_seconds']['mean'] * 1e3:.0f} "
             f"| {workers} | {wire.get('f16', 0):.0f}, {wire.get('f32', 0):.0f} |")
 

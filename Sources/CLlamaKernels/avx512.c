@@ -230,6 +230,124 @@ LK_INLINE void lk_q8_0_gemv_rows(int RM, const uint8_t *W, size_t ws, int64_t n,
     for (int r = 0; r < RM; r++) out[r] = sums[r][0];
 }
 
+// MARK: - Q4_0 and Q8_0: a few activation rows at once
+
+// Small batches (decoding several sequences together) reuse every weight group
+// straight from registers for up to LK_MULTI_NB activation rows, so the weights
+// are streamed from memory once per pass over the batch instead of once per
+// row (matrix-vector) and without building panels (matrix-matrix). Weights are
+// taken as unsigned bytes (Q4_0 nibbles as stored, Q8_0 quants plus 128) and the
+// activations as signed bytes, read straight from memory by the dot products;
+// the bias times each lane's activation sum is subtracted up front, so every
+// lane holds the same exact integer as in the other kernels.
+#define LK_MULTI_NB 4
+
+LK_INLINE void lk_q8w_multi_group(int type, int RM, int NB, const uint8_t *W, size_t ws, const lk_q8_act *acts,
+                                  int64_t g, int count, __m512 acc[4][LK_MULTI_NB]) {
+    __m512i corr[LK_MULTI_NB];
+    __m512 da[LK_MULTI_NB];
+    const int shift = type == LK_TYPE_Q4_0 ? 3 : 7;
+    for (int b = 0; b < NB; b++) {
+        corr[b] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(_mm512_loadu_si512(acts[b].sums + 16 * g), shift));
+        da[b] = lk_expand4_ps(_mm_loadu_ps(acts[b].scales + 4 * g));
+    }
+    for (int r = 0; r < RM; r++) {
+        __m512i lo, hi;
+        __m512 dw;
+        if (type == LK_TYPE_Q4_0) {
+            const lk_block_q4_0 *x = (const lk_block_q4_0 *)(W + (size_t)r * ws) + 4 * g;
+            _mm_prefetch((const char *)x + LK_PREFETCH_Q4_0, _MM_HINT_T0);
+            lk_q4_0_group(x, count, &lo, &hi, &dw);
+        } else {
+            const __m512i bias = _mm512_set1_epi8((char)0x80);
+            const lk_block_q8_0 *x = (const lk_block_q8_0 *)(W + (size_t)r * ws) + 4 * g;
+            _mm_prefetch((const char *)x + LK_PREFETCH_Q8_0, _MM_HINT_T0);
+            _mm_prefetch((const char *)x + LK_PREFETCH_Q8_0 + 64, _MM_HINT_T0);
+            lk_q8_0_group(x, count, &lo, &hi, &dw);
+            lo = _mm512_xor_si512(lo, bias);
+            hi = _mm512_xor_si512(hi, bias);
+        }
+        for (int b = 0; b < NB; b++) {
+            const int8_t *q = acts[b].quants + 128 * g;
+            __m512i t = _mm512_dpbusd_epi32(corr[b], lo, _mm512_loadu_si512(q));
+            t = _mm512_dpbusd_epi32(t, hi, _mm512_loadu_si512(q + 64));
+            acc[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(dw, da[b]), acc[r][b]);
+        }
+    }
+}
+
+static __attribute__((noinline)) void lk_q8w_multi_tail(int type, int RM, int NB, const uint8_t *W, size_t ws,
+                                                        const lk_q8_act *acts, int64_t g, int count,
+                                                        __m512 acc[4][LK_MULTI_NB]) {
+    switch (RM * 8 + NB) {
+#define LK_MULTI_TAIL_CASE(rm, nb) \
+    case rm * 8 + nb: lk_q8w_multi_group(type, rm, nb, W, ws, acts, g, count, acc); break;
+    LK_MULTI_TAIL_CASE(4, 1) LK_MULTI_TAIL_CASE(4, 2) LK_MULTI_TAIL_CASE(4, 3) LK_MULTI_TAIL_CASE(4, 4)
+    LK_MULTI_TAIL_CASE(1, 1) LK_MULTI_TAIL_CASE(1, 2) LK_MULTI_TAIL_CASE(1, 3) LK_MULTI_TAIL_CASE(1, 4)
+#undef LK_MULTI_TAIL_CASE
+    default: break;
+    }
+}
+
+// Rows [r, r + RM) times activation rows [0, NB), groups [g0, gend) (one chunk):
+// reduced and stored (first chunk) or added (later chunks) exactly as the other
+// kernels do.
+LK_INLINE void lk_q8w_multi_chunk(int type, int RM, int NB, const uint8_t *W, size_t ws, int64_t nb, int64_t g0,
+                                  const lk_q8_act *acts, float *out, int64_t os) {
+    const int64_t full = nb / 4;
+    const int64_t groups = (nb + 3) / 4;
+    const int64_t gend = groups - g0 < LK_Q8_CHUNK_GROUPS ? groups : g0 + LK_Q8_CHUNK_GROUPS;
+    const int64_t fend = gend < full ? gend : full;
+    __m512 acc[4][LK_MULTI_NB];
+    for (int r = 0; r < RM; r++)
+        for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_ps();
+    for (int64_t g = g0; g < fend; g++) lk_q8w_multi_group(type, RM, NB, W, ws, acts, g, 4, acc);
+    if (gend > fend) lk_q8w_multi_tail(type, RM, NB, W, ws, acts, full, (int)(nb - 4 * full), acc);
+    for (int b = 0; b < NB; b++) {
+        for (int r = 0; r < RM; r++) {
+            float v = lk_hsum512(acc[r][b]);
+            float *o = out + b * os + r;
+            *o = g0 == 0 ? v : *o + v;
+        }
+    }
+}
+
+// Rows [r, r + RM) times every activation row: chunk by chunk, each chunk's
+// weights streamed once and reused from the cache for every pass over the batch.
+LK_INLINE void lk_q8w_multi_rows(int type, int RM, const uint8_t *W, size_t ws, int64_t n, const lk_q8_act *acts,
+                                 int64_t nbatch, float *out, int64_t os) {
+    const int64_t nb = n / 32;
+    const int64_t groups = (nb + 3) / 4;
+    for (int64_t g0 = 0; g0 < groups; g0 += LK_Q8_CHUNK_GROUPS) {
+        for (int64_t b0 = 0; b0 < nbatch; b0 += LK_MULTI_NB) {
+            const lk_q8_act *a = acts + b0;
+            float *o = out + b0 * os;
+            switch (nbatch - b0 >= LK_MULTI_NB ? LK_MULTI_NB : nbatch - b0) {
+            case 4: lk_q8w_multi_chunk(type, RM, 4, W, ws, nb, g0, a, o, os); break;
+            case 3: lk_q8w_multi_chunk(type, RM, 3, W, ws, nb, g0, a, o, os); break;
+            case 2: lk_q8w_multi_chunk(type, RM, 2, W, ws, nb, g0, a, o, os); break;
+            default: lk_q8w_multi_chunk(type, RM, 1, W, ws, nb, g0, a, o, os); break;
+            }
+        }
+    }
+}
+
+// Batches up to this size use the few-rows kernel; larger ones the panel kernel
+// (Measured on the 7B shape: from four rows on, the panel kernel's tile computes
+// faster than this kernel's per-pass unpacking, and its prefetch hides the
+// weight reads.)
+#define LK_MULTI_MAX_BATCH 3
+
+LK_INLINE void lk_q8w_multi(int type, const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                            float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+    const uint8_t *w = (const uint8_t *)W;
+    lk_q8_act acts[LK_MULTI_MAX_BATCH];
+    for (int64_t b = 0; b < nbatch; b++) acts[b] = lk_q8_act_at((const uint8_t *)xq + (size_t)b * xs, n);
+    int64_t r = row_begin;
+    for (; r + 4 <= row_end; r += 4) lk_q8w_multi_rows(type, 4, w + (size_t)r * ws, ws, n, acts, nbatch, out + r, os);
+    for (; r < row_end; r++) lk_q8w_multi_rows(type, 1, w + (size_t)r * ws, ws, n, acts, nbatch, out + r, os);
+}
+
 // MARK: - Q4_0 and Q8_0: matrix-matrix with unpacked weight panels
 
 // One group of four blocks of one weight row, unpacked for reuse across many
@@ -286,13 +404,32 @@ static void lk_build_panels(int type, const uint8_t *W, size_t ws, int64_t nb, i
 }
 
 // acc[r][b] over groups [0, ng) of the panel and activation rows xb[0..RN).
+//
+// `next` (when not null) is the next panel's weights: group g of its row r at
+// next + r * ws + g * group_bytes. They are prefetched while this tile computes,
+// so that building the next panel does not wait on memory.
+typedef struct {
+    const uint8_t *base;
+    size_t ws;
+    int rows;
+    int64_t groups;
+    int group_bytes;
+} lk_panel_prefetch;
+
 LK_INLINE void lk_q8_gemm_tile(int RN, const lk_q8_panel *panel, int64_t ng, int64_t g0,
-                               const lk_q8_act *acts, float *out, int64_t out_row_stride, int rows, int accumulate) {
+                               const lk_q8_act *acts, float *out, int64_t out_row_stride, int rows, int accumulate,
+                               const lk_panel_prefetch *next) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     __m512 acc[LK_GEMM_RM][LK_GEMM_RN];
     for (int r = 0; r < LK_GEMM_RM; r++)
         for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();
     for (int64_t g = 0; g < ng; g++) {
+        if (next && g < next->groups) {
+            for (int r = 0; r < next->rows; r++) {
+                const char *line = (const char *)next->base + (size_t)r * next->ws + (size_t)g * next->group_bytes;
+                for (int k = 0; k < next->group_bytes + 63; k += 64) _mm_prefetch(line + k, _MM_HINT_T0);
+            }
+        }
         __m512i a0[LK_GEMM_RN], a1[LK_GEMM_RN];
         __m512 da[LK_GEMM_RN];
         for (int b = 0; b < RN; b++) {
@@ -331,6 +468,7 @@ static void lk_q8_gemm(int type, const void *W, size_t ws, int64_t n, const void
                        float *out, int64_t os, int64_t row_begin, int64_t row_end) {
     const int64_t nb = n / 32;
     const int64_t groups = (nb + 3) / 4;
+    const int group_bytes = 4 * (int)(type == LK_TYPE_Q4_0 ? sizeof(lk_block_q4_0) : sizeof(lk_block_q8_0));
     _Alignas(64) lk_q8_panel panel[LK_GEMM_KC_GROUPS * LK_GEMM_RM];
     const int64_t block = lk_batch_block(LK_GEMM_KC_GROUPS * 128, LK_GEMM_RN, 1 << 20);
     for (int64_t bb = 0; bb < nbatch; bb += block) {
@@ -340,16 +478,28 @@ static void lk_q8_gemm(int type, const void *W, size_t ws, int64_t n, const void
             for (int64_t g0 = 0; g0 < groups; g0 += LK_GEMM_KC_GROUPS) {
                 int64_t ng = groups - g0 < LK_GEMM_KC_GROUPS ? groups - g0 : LK_GEMM_KC_GROUPS;
                 lk_build_panels(type, (const uint8_t *)W, ws, nb, r0, rows, g0, ng, panel);
+                // The panel built next: the following chunk of these rows, or the next rows' first.
+                lk_panel_prefetch next = {.ws = ws, .group_bytes = group_bytes};
+                int64_t nr0 = r0, ng0 = g0 + LK_GEMM_KC_GROUPS;
+                if (ng0 >= groups) { nr0 = r0 + LK_GEMM_RM; ng0 = 0; }
+                if (nr0 < row_end) {
+                    next.base = (const uint8_t *)W + (size_t)nr0 * ws + (size_t)ng0 * group_bytes;
+                    next.rows = row_end - nr0 >= LK_GEMM_RM ? LK_GEMM_RM : (int)(row_end - nr0);
+                    // Only whole groups: the last group of a row may be partial.
+                    next.groups = (nb / 4 - ng0) < LK_GEMM_KC_GROUPS ? nb / 4 - ng0 : LK_GEMM_KC_GROUPS;
+                }
                 for (int64_t b0 = bb; b0 < bend; b0 += LK_GEMM_RN) {
                     lk_q8_act acts[LK_GEMM_RN];
                     int cols = bend - b0 >= LK_GEMM_RN ? LK_GEMM_RN : (int)(bend - b0);
                     for (int b = 0; b < cols; b++) acts[b] = lk_q8_act_at((const uint8_t *)xq + (size_t)(b0 + b) * xs, n);
                     float *o = out + b0 * os + r0;
+                    // Prefetch during the first pass over this batch block only.
+                    const lk_panel_prefetch *pf = (b0 == bb && nr0 < row_end && next.groups > 0) ? &next : NULL;
                     switch (cols) {
-                    case 4: lk_q8_gemm_tile(4, panel, ng, g0, acts, o, os, rows, g0 > 0); break;
-                    case 3: lk_q8_gemm_tile(3, panel, ng, g0, acts, o, os, rows, g0 > 0); break;
-                    case 2: lk_q8_gemm_tile(2, panel, ng, g0, acts, o, os, rows, g0 > 0); break;
-                    default: lk_q8_gemm_tile(1, panel, ng, g0, acts, o, os, rows, g0 > 0); break;
+                    case 4: lk_q8_gemm_tile(4, panel, ng, g0, acts, o, os, rows, g0 > 0, pf); break;
+                    case 3: lk_q8_gemm_tile(3, panel, ng, g0, acts, o, os, rows, g0 > 0, pf); break;
+                    case 2: lk_q8_gemm_tile(2, panel, ng, g0, acts, o, os, rows, g0 > 0, pf); break;
+                    default: lk_q8_gemm_tile(1, panel, ng, g0, acts, o, os, rows, g0 > 0, pf); break;
                     }
                 }
             }
@@ -357,13 +507,18 @@ static void lk_q8_gemm(int type, const void *W, size_t ws, int64_t n, const void
     }
 }
 
-// Batches up to this size use the matrix-vector kernel per activation row.
+// Batches up to this size use the matrix-vector kernel per activation row
+// (Q4_K, Q6_K and float weights; Q4_0 and Q8_0 use it for one row only).
 #define LK_GEMV_MAX_BATCH 3
 
 static void matmul_q4_0_avx512(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
                                float *out, int64_t os, int64_t row_begin, int64_t row_end) {
-    if (nbatch > LK_GEMV_MAX_BATCH) {
+    if (nbatch > LK_MULTI_MAX_BATCH) {
         lk_q8_gemm(LK_TYPE_Q4_0, W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);
+        return;
+    }
+    if (nbatch > 1) {
+        lk_q8w_multi(LK_TYPE_Q4_0, W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);
         return;
     }
     for (int64_t b = 0; b < nbatch; b++) {
@@ -377,8 +532,12 @@ static void matmul_q4_0_avx512(const void *W, size_t ws, int64_t n, const void *
 
 static void matmul_q8_0_avx512(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
                                float *out, int64_t os, int64_t row_begin, int64_t row_end) {
-    if (nbatch > LK_GEMV_MAX_BATCH) {
+    if (nbatch > LK_MULTI_MAX_BATCH) {
         lk_q8_gemm(LK_TYPE_Q8_0, W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);
+        return;
+    }
+    if (nbatch > 1) {
+        lk_q8w_multi(LK_TYPE_Q8_0, W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);
         return;
     }
     for (int64_t b = 0; b < nbatch; b++) {

@@ -20,8 +20,9 @@ struct Bench: ParsableCommand {
             is that times steps per second.
 
             With --endpoint: --concurrency streaming completions (temperature 0, a prompt of about \
-            --prompt-tokens tokens) run at once against a coordinator, --repetitions times. Add \
-            --model (the same file the cluster serves; only its header is read) to get the bytes \
+            --prompt-tokens tokens) run at once against a coordinator, --repetitions times. The \
+            aggregate decode tokens/s sums every stream's tokens after its first over the time they \
+            took. Add --model (the same file the cluster serves; only its header is read) to get the bytes \
             one token's activations take on the wire per hop.
             """)
 
@@ -91,12 +92,15 @@ struct Bench: ParsableCommand {
         // Warm-up: one short completion, untimed.
         _ = try streamCompletion(endpoint: endpoint, prompt: prompt, parameters: params, maxTokens: 2) { _ in }
 
-        var aggregate = [Double](), streams = [StreamTiming]()
+        var aggregate = [Double](), aggregateDecode = [Double](), streams = [StreamTiming]()
         for _ in 0..<repetitions {
             let start = now()
             let round = try runStreams(endpoint: endpoint, prompt: prompt, parameters: params)
             let wall = now() - start
             aggregate.append(Double(round.reduce(0) { $0 + $1.generated }) / wall)
+            // Decode only: each stream's tokens after its first over the time they took, summed.
+            aggregateDecode.append(round.filter { $0.generated > 1 && $0.decodeSeconds > 0 }
+                .reduce(0) { $0 + Double($1.generated - 1) / $1.decodeSeconds })
             streams += round
         }
         let status = try fetchStatus(endpoint: endpoint)
@@ -106,6 +110,7 @@ struct Bench: ParsableCommand {
             promptTokens: streams.map(\.promptTokens).max() ?? 0,
             generatedTokensPerStream: Double(streams.reduce(0) { $0 + $1.generated }) / Double(max(streams.count, 1)),
             aggregateTokensPerSecond: MeasuredRate(samples: aggregate),
+            aggregateDecodeTokensPerSecond: MeasuredRate(samples: aggregateDecode),
             secondsPerTokenPerStream: MeasuredRate(samples: decoding.map { $0.decodeSeconds / Double($0.generated - 1) }),
             timeToFirstTokenSeconds: MeasuredRate(samples: streams.map(\.firstTokenSeconds)),
             workers: status.workers.map {
@@ -126,7 +131,8 @@ struct Bench: ParsableCommand {
               + String(format: "%.1f generated per stream, %d repetitions", report.generatedTokensPerStream, repetitions))
         print(formatTable([
             ["figure", "mean", "± stddev"],
-            ["aggregate tokens/s", fixed(report.aggregateTokensPerSecond.mean), fixed(report.aggregateTokensPerSecond.stddev)],
+            ["aggregate tokens/s (prompt to last token)", fixed(report.aggregateTokensPerSecond.mean), fixed(report.aggregateTokensPerSecond.stddev)],
+            ["aggregate decode tokens/s", fixed(report.aggregateDecodeTokensPerSecond.mean), fixed(report.aggregateDecodeTokensPerSecond.stddev)],
             ["ms per token per stream", fixed(report.secondsPerTokenPerStream.mean * 1e3), fixed(report.secondsPerTokenPerStream.stddev * 1e3)],
             ["ms to first token", fixed(report.timeToFirstTokenSeconds.mean * 1e3), fixed(report.timeToFirstTokenSeconds.stddev * 1e3)],
         ]))
@@ -216,7 +222,10 @@ private struct ClusterBenchReport: Encodable {
     var repetitions: Int
     var promptTokens: Int
     var generatedTokensPerStream: Double
+    /// Generated tokens of all streams over the wall time from the requests to the last token.
     var aggregateTokensPerSecond: MeasuredRate
+    /// Sum over the streams of (generated tokens - 1) / (time from the first token to the last).
+    var aggregateDecodeTokensPerSecond: MeasuredRate
     var secondsPerTokenPerStream: MeasuredRate
     var timeToFirstTokenSeconds: MeasuredRate
     var workers: [Worker]
