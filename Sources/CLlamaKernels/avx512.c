@@ -48,7 +48,7 @@ LK_INLINE float lk_hsum512(__m512 v) {
 //     lane accumulators start at zero and are reduced with lk_hsum512, and the
 //     chunk sums are added in order, starting from the first.
 
-#define LK_Q8_CHUNK_GROUPS 32  // 4096 elements
+#define LK_Q8_CHUNK_GROUPS 16  // 2048 elements (a panel of 4 rows, 16 KiB, stays in L1 with its activations)
 #define LK_K_CHUNK 16          // super-blocks, 4096 elements
 #define LK_F_CHUNK 1024        // float elements
 

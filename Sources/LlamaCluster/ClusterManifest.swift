@@ -59,12 +59,17 @@ public struct ClusterManifest: Sendable, Equatable {
     public var heartbeatTimeout: Double
     /// Most tokens in one pipeline frame (prefill chunk).
     public var batch: Int
+    /// Most frames travelling the pipeline at once (nil: one per worker, so that every stage
+    /// can work at the same time on different sequences). With every worker on one machine,
+    /// 1 keeps the stages from competing for the same cores and puts every sequence of a step
+    /// into one frame, i.e. one pass over the weights.
+    public var framesInFlight: Int?
     public var workers: [Worker]
 
     public init(model: String, controlAddress: String = "tcp://127.0.0.1:5555", httpHost: String = "127.0.0.1",
                 httpPort: Int = 8080, coordinatorThreads: Int? = nil, activations: ActivationType = .f16,
                 maxSequences: Int = 8, context: Int? = nil, heartbeatTimeout: Double = 5, batch: Int = 512,
-                workers: [Worker]) {
+                framesInFlight: Int? = nil, workers: [Worker]) {
         self.model = model
         self.controlAddress = controlAddress
         self.httpHost = httpHost
@@ -75,6 +80,7 @@ public struct ClusterManifest: Sendable, Equatable {
         self.context = context
         self.heartbeatTimeout = heartbeatTimeout
         self.batch = batch
+        self.framesInFlight = framesInFlight
         self.workers = workers
     }
 
@@ -111,6 +117,7 @@ public struct ClusterManifest: Sendable, Equatable {
         let context = try fields.optionalInt("context", range: 8...1_048_576)
         let heartbeat = try fields.optionalDouble("heartbeat_timeout", range: 0.2...3600) ?? 5
         let batch = try fields.optionalInt("batch", range: 1...8192) ?? 512
+        let framesInFlight = try fields.optionalInt("frames_in_flight", range: 1...64)
 
         guard let list = try fields.sequence("workers"), !list.isEmpty else {
             throw ManifestError(field: "workers", reason: "list at least one worker")
@@ -146,7 +153,8 @@ public struct ClusterManifest: Sendable, Equatable {
         try fields.rejectUnknown()
         return ClusterManifest(model: model, controlAddress: control, httpHost: httpHost, httpPort: httpPort,
                                coordinatorThreads: coordinatorThreads, activations: activations, maxSequences: maxSequences,
-                               context: context, heartbeatTimeout: heartbeat, batch: batch, workers: workers)
+                               context: context, heartbeatTimeout: heartbeat, batch: batch,
+                               framesInFlight: framesInFlight, workers: workers)
     }
 
     /// Checks a ZeroMQ control address "tcp://HOST:PORT" (field `coordinator.control`).

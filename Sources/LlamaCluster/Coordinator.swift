@@ -644,7 +644,7 @@ final class Scheduler {
     func schedule() {
         guard clusterReady, let out = dataOut else { return }
         let c = coordinator
-        let maxInFlight = max(workers.count, 1)
+        let maxInFlight = c.manifest.framesInFlight ?? max(workers.count, 1)
         while inFlight.count < maxInFlight {
             let ready = active.filter(\.hasTokensToSend)
             guard !ready.isEmpty else { return }
