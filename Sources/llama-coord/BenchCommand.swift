@@ -98,9 +98,7 @@ struct Bench: ParsableCommand {
             let round = try runStreams(endpoint: endpoint, prompt: prompt, parameters: params)
             let wall = now() - start
             aggregate.append(Double(round.reduce(0) { $0 + $1.generated }) / wall)
-            // Decode only: each stream's tokens after its first over the time they took, summed.
-            aggregateDecode.append(round.filter { $0.generated > 1 && $0.decodeSeconds > 0 }
-                .reduce(0) { $0 + Double($1.generated - 1) / $1.decodeSeconds })
+            aggregateDecode.append(Self.concurrentDecodeRate(round))
             streams += round
         }
         let status = try fetchStatus(endpoint: endpoint)
@@ -153,6 +151,30 @@ struct Bench: ParsableCommand {
         var generated: Int
         var firstTokenSeconds: Double
         var decodeSeconds: Double
+        /// Arrival of each streamed piece, in seconds from the start of the round.
+        var arrivals: [Double]
+    }
+
+    /// Decode tokens/s of all streams together while every one of them is decoding: tokens that
+    /// arrive between the last stream's first token and the first stream's last token, over that
+    /// window (text pieces scaled to tokens by each stream's tokens per piece). Prompts still being evaluated (which share frames with decoding streams) and
+    /// streams that already finished are left out. When the window is too short to measure (under
+    /// 0.5 s), the streams' own decode rates are summed instead.
+    private static func concurrentDecodeRate(_ round: [StreamTiming]) -> Double {
+        let decoding = round.filter { $0.arrivals.count > 1 }
+        guard !decoding.isEmpty else { return 0 }
+        let begin = decoding.map { $0.arrivals[0] }.max()!
+        let end = decoding.map { $0.arrivals.last! }.min()!
+        if end - begin >= 0.5 {
+            // A piece of text can hold several tokens (an incomplete UTF-8 sequence is held back), so
+            // each stream's pieces count as its tokens per piece.
+            let tokens = decoding.reduce(0.0) { total, s in
+                let pieces = s.arrivals.filter { $0 > begin && $0 <= end }.count
+                return total + Double(pieces) * Double(max(s.generated - 1, 1)) / Double(s.arrivals.count - 1)
+            }
+            return tokens / (end - begin)
+        }
+        return decoding.filter { $0.decodeSeconds > 0 }.reduce(0) { $0 + Double($1.generated - 1) / $1.decodeSeconds }
     }
 
     /// Runs `concurrency` streaming completions at once, each on its own thread.
@@ -161,18 +183,20 @@ struct Bench: ParsableCommand {
         var results = [Result<StreamTiming, Error>]()
         let group = DispatchGroup()
         let maxTokens = genTokens
+        let roundStart = now()
         for _ in 0..<concurrency {
             group.enter()
             Thread {
-                let start = now()
-                var first: Double?
+                var arrivals: [Double] = []
+                arrivals.reserveCapacity(maxTokens)
                 let outcome = Result<StreamTiming, Error> {
                     let (_, usage) = try streamCompletion(endpoint: endpoint, prompt: prompt, parameters: parameters,
-                                                          maxTokens: maxTokens) { _ in if first == nil { first = now() } }
-                    let end = now()
-                    let firstAt = first ?? end
+                                                          maxTokens: maxTokens) { _ in arrivals.append(now() - roundStart) }
+                    let end = now() - roundStart
+                    let firstAt = arrivals.first ?? end
                     return StreamTiming(promptTokens: usage.promptTokens, generated: usage.completionTokens,
-                                        firstTokenSeconds: firstAt - start, decodeSeconds: end - firstAt)
+                                        firstTokenSeconds: firstAt, decodeSeconds: (arrivals.last ?? end) - firstAt,
+                                        arrivals: arrivals)
                 }
                 lock.lock()
                 results.append(outcome)
@@ -224,7 +248,7 @@ private struct ClusterBenchReport: Encodable {
     var generatedTokensPerStream: Double
     /// Generated tokens of all streams over the wall time from the requests to the last token.
     var aggregateTokensPerSecond: MeasuredRate
-    /// Sum over the streams of (generated tokens - 1) / (time from the first token to the last).
+    /// Tokens/s of all streams while every one is decoding (see `concurrentDecodeRate`).
     var aggregateDecodeTokensPerSecond: MeasuredRate
     var secondsPerTokenPerStream: MeasuredRate
     var timeToFirstTokenSeconds: MeasuredRate
