@@ -33,7 +33,12 @@ int lk_isa_max_level(void) {
     return level;
 }
 
+// A level chosen for one thread by lk_force_isa (-1: none), so that tests comparing levels do
+// not change what other threads of the process compute with.
+static _Thread_local int lk_thread_isa = -1;
+
 int lk_isa_level(void) {
+    if (lk_thread_isa >= 0) return lk_thread_isa;
     int level = atomic_load_explicit(&lk_current_isa, memory_order_relaxed);
     if (level < 0) {
         level = lk_isa_max_level();
@@ -48,7 +53,7 @@ void lk_force_isa(int level) {
     int max = lk_isa_max_level();
     if (level < 0) level = 0;
     if (level > max) level = max;
-    atomic_store_explicit(&lk_current_isa, level, memory_order_relaxed);
+    lk_thread_isa = level;
 }
 
 const char *lk_isa_name(void) {
@@ -450,3 +455,37 @@ float lk_dot_f16_f32(const uint16_t *a, const float *b, int64_t n) { return lk_i
 void lk_axpy_f16(int64_t n, float a, const uint16_t *x, float *y) { lk_impl_current()->axpy_f16(n, a, x, y); }
 void lk_f16_to_f32(const uint16_t *src, float *dst, int64_t n) { lk_impl_current()->f16_to_f32(src, dst, n); }
 void lk_f32_to_f16(const float *src, uint16_t *dst, int64_t n) { lk_impl_current()->f32_to_f16(src, dst, n); }
+
+// MARK: - Attention
+
+void lk_attention(const float *q, int64_t q_stride, int64_t nq, const float *k, const float *v, int64_t kv_stride,
+                  int64_t head_dim, int64_t npos, float scale, float *scores, float *out, int64_t out_stride) {
+    const lk_impl *impl = lk_impl_current();
+    // Scores, one key row at a time for every query head (the row is read once from memory).
+    for (int64_t p = 0; p < npos; p++) {
+        const float *kp = k + p * kv_stride;
+        for (int64_t h = 0; h < nq; h++) scores[h * npos + p] = impl->dot_f32(q + h * q_stride, kp, head_dim) * scale;
+    }
+    // Softmax of each head's scores; the weights replace them.
+    for (int64_t h = 0; h < nq; h++) {
+        float *s = scores + h * npos;
+        float max = -INFINITY;
+        for (int64_t p = 0; p < npos; p++)
+            if (s[p] > max) max = s[p];
+        float sum = 0;
+        for (int64_t p = 0; p < npos; p++) {
+            float e = expf(s[p] - max);
+            s[p] = e;
+            sum += e;
+        }
+        float inv = 1 / sum;
+        for (int64_t p = 0; p < npos; p++) s[p] *= inv;
+        memset(out + h * out_stride, 0, (size_t)head_dim * sizeof(float));
+    }
+    // Weighted values, one value row at a time for every head; each head's output still
+    // receives the rows in position order.
+    for (int64_t p = 0; p < npos; p++) {
+        const float *vp = v + p * kv_stride;
+        for (int64_t h = 0; h < nq; h++) impl->axpy_f32(head_dim, scores[h * npos + p], vp, out + h * out_stride);
+    }
+}

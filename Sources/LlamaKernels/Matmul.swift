@@ -91,8 +91,9 @@ private func encodeActivations(
     return EncodedActivations(base: UnsafeRawPointer(base), rowStride: stride)
 }
 
-/// Row ranges handed to threads: multiples of the kernel's row tile, a few per
-/// thread so that a thread slowed by other load does not hold up the rest.
+/// Row ranges handed to threads: multiples of the kernel's row tile, sixteen per
+/// thread, taken in turn, so that a thread slowed by other load does not hold up
+/// the rest and the last range keeps the other threads waiting only briefly.
 private struct RowPartition {
     var rows: Int
     var chunkRows: Int
@@ -100,7 +101,7 @@ private struct RowPartition {
 
     init(rows: Int, type: GGMLType, threads: Int) {
         let tile = Int(lk_matmul_row_tile(Int32(type.rawValue)))
-        let wanted = threads == 1 ? 1 : threads * 4
+        let wanted = threads == 1 ? 1 : threads * 16
         let chunk = roundUp(max(1, (rows + wanted - 1) / wanted), tile)
         self.rows = rows
         self.chunkRows = chunk

@@ -112,7 +112,7 @@ private final class PoolState: @unchecked Sendable {
 
     /// Owner side of one loop.
     func run(count: Int, body: @escaping (Int) -> Void) {
-        let chunks = count <= participants * 8 ? count : participants * 4
+        let chunks = count <= participants * 16 ? count : participants * 4
         let size = (count + chunks - 1) / chunks
         self.body = body
         self.count = count

@@ -31,6 +31,19 @@ public func axpyF32(count: Int, alpha: Float, _ x: UnsafePointer<Float>, _ y: Un
     lk_axpy_f32(Int64(count), alpha, x, y)
 }
 
+/// Causal attention of `queryHeads` query heads sharing one key/value head over positions
+/// `0..<positions` (see `lk_attention`): each head's output is the softmax(`scale` * q·k)-weighted
+/// sum of the value rows. `scores` is scratch for `queryHeads * positions` floats.
+@inline(__always)
+public func groupedAttention(
+    queries: UnsafePointer<Float>, queryStride: Int, queryHeads: Int,
+    keys: UnsafePointer<Float>, values: UnsafePointer<Float>, rowStride: Int, headDim: Int, positions: Int,
+    scale: Float, scores: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>, outputStride: Int
+) {
+    lk_attention(queries, Int64(queryStride), Int64(queryHeads), keys, values, Int64(rowStride), Int64(headDim),
+                 Int64(positions), scale, scores, output, Int64(outputStride))
+}
+
 /// Sum of `half(a[i]) * b[i]` for a vector stored as IEEE halves.
 @inline(__always)
 public func dotF16F32(_ a: UnsafePointer<UInt16>, _ b: UnsafePointer<Float>, count: Int) -> Float {
@@ -72,7 +85,8 @@ public enum KernelISA: Int, Sendable, CaseIterable, CustomStringConvertible {
     /// Levels this CPU can run, lowest first.
     public static var available: [KernelISA] { allCases.filter { $0.rawValue <= best.rawValue } }
 
-    /// Selects a level (clamped to what the CPU supports). Affects all threads.
+    /// Selects a level (clamped to what the CPU supports) for the calling thread only; other
+    /// threads (a thread pool's included) keep the best level.
     public static func force(_ level: KernelISA) { lk_force_isa(Int32(level.rawValue)) }
 
     public var description: String {

@@ -30,7 +30,7 @@ public final class LayerSlice {
     private let h1: UnsafeMutablePointer<Float>     // (batch, ffn)
     private let h3: UnsafeMutablePointer<Float>     // (batch, ffn)
     private let rope: UnsafeMutablePointer<Float>   // (batch, ropeDim/2, 2) cos, sin
-    private let scores: UnsafeMutablePointer<Float> // (threads, context)
+    private let scores: UnsafeMutablePointer<Float> // (threads, query heads per KV head, context)
     private var slots = [Int](), positions = [Int]()
     private var batchNext: [Int]
 
@@ -67,7 +67,7 @@ public final class LayerSlice {
         h1 = buffer(maxBatch * config.ffnDim)
         h3 = buffer(maxBatch * config.ffnDim)
         rope = buffer(maxBatch * config.ropeDim)
-        scores = buffer(pool.threadCount * ctx)
+        scores = buffer(pool.threadCount * (config.headCount / config.kvHeadCount) * ctx)
         batchNext = [Int](repeating: -1, count: maxSequences)
         slots.reserveCapacity(maxBatch)
         positions.reserveCapacity(maxBatch)
@@ -208,39 +208,50 @@ public final class LayerSlice {
     private func attention(layer: Int, count n: Int) {
         let c = config
         let hd = c.headDim, kvDim = c.kvDim, group = c.headCount / c.kvHeadCount
-        let tasks = n * c.headCount
+        // One task per token and key/value head: its query heads read each cached row once.
+        let tasks = n * c.kvHeadCount
         let threads = min(pool.threadCount, tasks)
         let scale = 1 / Float(hd).squareRoot()
         let ctx = cache.contextLength
         pool.parallelFor(threads) { chunk in
-            let s = self.scores + chunk * ctx
-            let lo = tasks * chunk / threads, hi = tasks * (chunk + 1) / threads
+            let s = self.scores + chunk * group * ctx
+            // Contiguous ranges of tasks (neighbouring heads read neighbouring cache lines), cut so
+            // that every thread gets about the same number of cached positions to visit: later
+            // tokens of a prompt have longer histories.
+            let (lo, hi) = self.attentionRange(chunk: chunk, threads: threads, count: n)
             for task in lo..<hi {
-                let t = task / c.headCount, h = task % c.headCount
-                let kvh = h / group
-                let qh = self.q + t * c.dim + h * hd
-                let pos = self.positions[t]
+                let t = task / c.kvHeadCount, kvh = task % c.kvHeadCount
                 let base = self.cache.offset(layer: layer, slot: self.slots[t], position: 0) + kvh * hd
-                var maxScore = -Float.infinity
-                for p in 0...pos {
-                    let score = dotF32(qh, self.cache.keys + base + p * kvDim, count: hd) * scale
-                    s[p] = score
-                    if score > maxScore { maxScore = score }
-                }
-                var sum: Float = 0
-                for p in 0...pos {
-                    let e = expf(s[p] - maxScore)
-                    s[p] = e
-                    sum += e
-                }
-                let out = self.att + t * c.dim + h * hd
-                out.update(repeating: 0, count: hd)
-                let inv = 1 / sum
-                for p in 0...pos {
-                    axpyF32(count: hd, alpha: s[p] * inv, self.cache.values + base + p * kvDim, out)
-                }
+                let firstHead = kvh * group
+                groupedAttention(queries: self.q + t * c.dim + firstHead * hd, queryStride: hd, queryHeads: group,
+                          keys: self.cache.keys + base, values: self.cache.values + base, rowStride: kvDim,
+                          headDim: hd, positions: Int(self.positions[t]) + 1, scale: scale, scores: s,
+                          output: self.att + t * c.dim + firstHead * hd, outputStride: hd)
             }
         }
+    }
+
+    /// Tasks [lo, hi) (token-major, `kvHeadCount` per token) of thread `chunk` out of `threads`,
+    /// balanced by the positions each token attends to.
+    private func attentionRange(chunk: Int, threads: Int, count n: Int) -> (Int, Int) {
+        let heads = config.kvHeadCount
+        if threads == 1 { return (0, n * heads) }
+        var total = 0
+        for t in 0..<n { total += positions[t] + 1 }
+        let total_ = total * heads
+        let begin = total_ * chunk / threads, end = total_ * (chunk + 1) / threads
+        // First task whose cumulative work reaches `target`.
+        func boundary(_ target: Int) -> Int {
+            if target >= total_ { return n * heads }
+            var done = 0
+            for t in 0..<n {
+                let w = positions[t] + 1
+                if done + w * heads > target { return t * heads + (target - done + w - 1) / w }
+                done += w * heads
+            }
+            return n * heads
+        }
+        return (boundary(begin), boundary(end))
     }
 
     /// h1 = silu(h1) * h3, spread over the pool.

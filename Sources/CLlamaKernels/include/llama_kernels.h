@@ -112,6 +112,18 @@ void lk_f16_to_f32(const uint16_t *src, float *dst, int64_t n);
 /// Float to half, rounding to nearest even.
 void lk_f32_to_f16(const float *src, uint16_t *dst, int64_t n);
 
+// MARK: - Attention
+
+/// Causal attention of `nq` query heads that share one key/value head, over
+/// positions 0..<npos: for each head h, with q_h = q + h * q_stride,
+///   w_h = softmax(scale * (q_h . k_p) for each p),
+///   out + h * out_stride = sum over p of w_h[p] * v_p,
+/// where k_p = k + p * kv_stride and v_p = v + p * kv_stride hold `head_dim`
+/// floats. `scores` is scratch for nq * npos floats. Each head's result is
+/// bitwise the same whichever other heads are computed with it.
+void lk_attention(const float *q, int64_t q_stride, int64_t nq, const float *k, const float *v, int64_t kv_stride,
+                  int64_t head_dim, int64_t npos, float scale, float *scores, float *out, int64_t out_stride);
+
 // MARK: - Instruction-set selection
 
 enum {
@@ -126,7 +138,8 @@ int lk_isa_max_level(void);
 int lk_isa_level(void);
 /// Name of the level in use ("scalar", "avx2", "avx512").
 const char *lk_isa_name(void);
-/// Selects a level (clamped to what the CPU supports); for tests and benchmarks.
+/// Selects a level (clamped to what the CPU supports) for the calling thread
+/// only; other threads keep the best level. For tests and benchmarks.
 void lk_force_isa(int level);
 
 /// A pause hint for spin-wait loops.
