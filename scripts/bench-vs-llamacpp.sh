@@ -17,7 +17,7 @@
 # sizes (1 sequence, and 8 decoded as one batch).
 #
 # Environment: PROMPT_TOKENS (512), GEN_TOKENS (128), REPS (3); for the cluster CLUSTER_PROMPT_TOKENS
-# (128), CLUSTER_GEN_TOKENS (64), CLUSTER_REPS (2), HTTP_PORT (8181), CONTROL_PORT (5655);
+# (128), CLUSTER_GEN_TOKENS (96), CLUSTER_REPS (2), HTTP_PORT (8181), CONTROL_PORT (5655);
 # PYTHON (/work/llama-venv/bin/python if present, else python3); OMP_WAIT_POLICY for llama.cpp's
 # OpenMP threads (default passive: spinning threads collapse when other work shares the cores;
 # set active, llama.cpp's default, on an idle machine).
@@ -91,7 +91,7 @@ CLUSTER_JSON=()
 if [ "$CLUSTER" = 1 ]; then
     HTTP_PORT="${HTTP_PORT:-8181}"
     CP="${CLUSTER_PROMPT_TOKENS:-128}"
-    CG="${CLUSTER_GEN_TOKENS:-64}"
+    CG="${CLUSTER_GEN_TOKENS:-96}"
     CR="${CLUSTER_REPS:-2}"
     CONTROL_PORT="${CONTROL_PORT:-5655}"
     ENDPOINT="http://127.0.0.1:$HTTP_PORT"
@@ -106,6 +106,7 @@ if [ "$CLUSTER" = 1 ]; then
 model: synth-7b-4l-q4_0.gguf
 coordinator: { control: "tcp://127.0.0.1:$CONTROL_PORT", http: "127.0.0.1:$HTTP_PORT", threads: $THREADS }
 activations: f16
+frames_in_flight: 1
 max_sequences: 8
 context: $((CP + CG + 16))
 workers:
