@@ -464,43 +464,71 @@ LK_INLINE int64_t lk_batch_block(int64_t bytes_per_row, int64_t granule, int64_t
     return rows < granule ? granule : rows;
 }
 
-static void lk_q8_gemm(int type, const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
-                       float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+// One panel (rows [r0, r0 + 4), groups [g0, g0 + KC)) times activation rows
+// [bb, bend), prefetching the panel that comes next (`next_r0`, `next_g0`).
+LK_INLINE void lk_q8_gemm_panel(int type, const uint8_t *W, size_t ws, int64_t n, const void *xq, size_t xs,
+                                int64_t bb, int64_t bend, float *out, int64_t os, int64_t row_end,
+                                int64_t r0, int64_t g0, int64_t next_r0, int64_t next_g0, lk_q8_panel *panel) {
     const int64_t nb = n / 32;
     const int64_t groups = (nb + 3) / 4;
     const int group_bytes = 4 * (int)(type == LK_TYPE_Q4_0 ? sizeof(lk_block_q4_0) : sizeof(lk_block_q8_0));
+    const int64_t ng = groups - g0 < LK_GEMM_KC_GROUPS ? groups - g0 : LK_GEMM_KC_GROUPS;
+    const int rows = row_end - r0 >= LK_GEMM_RM ? LK_GEMM_RM : (int)(row_end - r0);
+    lk_build_panels(type, W, ws, nb, r0, rows, g0, ng, panel);
+    lk_panel_prefetch next = {.ws = ws, .group_bytes = group_bytes};
+    const lk_panel_prefetch *pf = NULL;
+    if (next_r0 < row_end && next_g0 < groups) {
+        next.base = W + (size_t)next_r0 * ws + (size_t)next_g0 * group_bytes;
+        next.rows = row_end - next_r0 >= LK_GEMM_RM ? LK_GEMM_RM : (int)(row_end - next_r0);
+        // Only whole groups: the last group of a row may be partial.
+        next.groups = (nb / 4 - next_g0) < LK_GEMM_KC_GROUPS ? nb / 4 - next_g0 : LK_GEMM_KC_GROUPS;
+        if (next.groups > 0) pf = &next;
+    }
+    for (int64_t b0 = bb; b0 < bend; b0 += LK_GEMM_RN) {
+        lk_q8_act acts[LK_GEMM_RN];
+        int cols = bend - b0 >= LK_GEMM_RN ? LK_GEMM_RN : (int)(bend - b0);
+        for (int b = 0; b < cols; b++) acts[b] = lk_q8_act_at((const uint8_t *)xq + (size_t)(b0 + b) * xs, n);
+        float *o = out + b0 * os + r0;
+        // Prefetch during the first pass over the activation rows only.
+        const lk_panel_prefetch *p = b0 == bb ? pf : NULL;
+        switch (cols) {
+        case 4: lk_q8_gemm_tile(4, panel, ng, g0, acts, o, os, rows, g0 > 0, p); break;
+        case 3: lk_q8_gemm_tile(3, panel, ng, g0, acts, o, os, rows, g0 > 0, p); break;
+        case 2: lk_q8_gemm_tile(2, panel, ng, g0, acts, o, os, rows, g0 > 0, p); break;
+        default: lk_q8_gemm_tile(1, panel, ng, g0, acts, o, os, rows, g0 > 0, p); break;
+        }
+    }
+}
+
+// From this many activation rows in a block, panels are visited chunk by chunk.
+#define LK_GEMM_CHUNK_OUTER_ROWS 32
+
+static void lk_q8_gemm(int type, const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                       float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+    const uint8_t *w = (const uint8_t *)W;
+    const int64_t groups = (n / 32 + 3) / 4;
     _Alignas(64) lk_q8_panel panel[LK_GEMM_KC_GROUPS * LK_GEMM_RM];
     const int64_t block = lk_batch_block(LK_GEMM_KC_GROUPS * 128, LK_GEMM_RN, 1 << 20);
     for (int64_t bb = 0; bb < nbatch; bb += block) {
         const int64_t bend = nbatch - bb < block ? nbatch : bb + block;
-        for (int64_t r0 = row_begin; r0 < row_end; r0 += LK_GEMM_RM) {
-            int rows = row_end - r0 >= LK_GEMM_RM ? LK_GEMM_RM : (int)(row_end - r0);
+        if (bend - bb >= LK_GEMM_CHUNK_OUTER_ROWS) {
+            // Many activation rows: a chunk of the block stays in L2 while every row tile of the
+            // range streams its weights past it. Each output still adds its chunks in order.
             for (int64_t g0 = 0; g0 < groups; g0 += LK_GEMM_KC_GROUPS) {
-                int64_t ng = groups - g0 < LK_GEMM_KC_GROUPS ? groups - g0 : LK_GEMM_KC_GROUPS;
-                lk_build_panels(type, (const uint8_t *)W, ws, nb, r0, rows, g0, ng, panel);
-                // The panel built next: the following chunk of these rows, or the next rows' first.
-                lk_panel_prefetch next = {.ws = ws, .group_bytes = group_bytes};
-                int64_t nr0 = r0, ng0 = g0 + LK_GEMM_KC_GROUPS;
-                if (ng0 >= groups) { nr0 = r0 + LK_GEMM_RM; ng0 = 0; }
-                if (nr0 < row_end) {
-                    next.base = (const uint8_t *)W + (size_t)nr0 * ws + (size_t)ng0 * group_bytes;
-                    next.rows = row_end - nr0 >= LK_GEMM_RM ? LK_GEMM_RM : (int)(row_end - nr0);
-                    // Only whole groups: the last group of a row may be partial.
-                    next.groups = (nb / 4 - ng0) < LK_GEMM_KC_GROUPS ? nb / 4 - ng0 : LK_GEMM_KC_GROUPS;
+                for (int64_t r0 = row_begin; r0 < row_end; r0 += LK_GEMM_RM) {
+                    int64_t nr0 = r0 + LK_GEMM_RM, ng0 = g0;
+                    if (nr0 >= row_end) { nr0 = row_begin; ng0 = g0 + LK_GEMM_KC_GROUPS; }
+                    lk_q8_gemm_panel(type, w, ws, n, xq, xs, bb, bend, out, os, row_end, r0, g0, nr0, ng0, panel);
                 }
-                for (int64_t b0 = bb; b0 < bend; b0 += LK_GEMM_RN) {
-                    lk_q8_act acts[LK_GEMM_RN];
-                    int cols = bend - b0 >= LK_GEMM_RN ? LK_GEMM_RN : (int)(bend - b0);
-                    for (int b = 0; b < cols; b++) acts[b] = lk_q8_act_at((const uint8_t *)xq + (size_t)(b0 + b) * xs, n);
-                    float *o = out + b0 * os + r0;
-                    // Prefetch during the first pass over this batch block only.
-                    const lk_panel_prefetch *pf = (b0 == bb && nr0 < row_end && next.groups > 0) ? &next : NULL;
-                    switch (cols) {
-                    case 4: lk_q8_gemm_tile(4, panel, ng, g0, acts, o, os, rows, g0 > 0, pf); break;
-                    case 3: lk_q8_gemm_tile(3, panel, ng, g0, acts, o, os, rows, g0 > 0, pf); break;
-                    case 2: lk_q8_gemm_tile(2, panel, ng, g0, acts, o, os, rows, g0 > 0, pf); break;
-                    default: lk_q8_gemm_tile(1, panel, ng, g0, acts, o, os, rows, g0 > 0, pf); break;
-                    }
+            }
+        } else {
+            // A few activation rows (they stay in L1): each row tile's chunks in turn, so that
+            // its weights stream in order.
+            for (int64_t r0 = row_begin; r0 < row_end; r0 += LK_GEMM_RM) {
+                for (int64_t g0 = 0; g0 < groups; g0 += LK_GEMM_KC_GROUPS) {
+                    int64_t nr0 = r0, ng0 = g0 + LK_GEMM_KC_GROUPS;
+                    if (ng0 >= groups) { nr0 = r0 + LK_GEMM_RM; ng0 = 0; }
+                    lk_q8_gemm_panel(type, w, ws, n, xq, xs, bb, bend, out, os, row_end, r0, g0, nr0, ng0, panel);
                 }
             }
         }
