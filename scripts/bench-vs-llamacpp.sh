@@ -189,7 +189,7 @@ if cluster_files:
               for b in (1, 8)}
     lines += ["", f"## Cluster: coordinator + 2 workers ({threads} threads each, 2 layers each) on this machine, 7b-4l-q4_0, f16 activations",
               "", f"Prompt {first['prompt_tokens']} tokens, {first['generated_tokens_per_stream']:.0f} generated per stream, "
-              f"{first['repetitions']} repetitions. Decode tok/s counts each stream's tokens after its first, summed over the streams; "
+              f"{first['repetitions']} repetitions. Decode tok/s counts the tokens of all streams that arrive while every stream is decoding; "
               f"the total also counts the time to the first token. One process with the same sizes and {threads} threads decodes "
               f"{single[1]:.2f} tok/s (1 sequence) and {single[8]:.2f} tok/s (8 sequences in one batch). "
               "Worker tok/s is /status's figure (prompt and generated tokens per busy second).",
