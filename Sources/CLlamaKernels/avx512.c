@@ -234,13 +234,16 @@ LK_INLINE void lk_q8_0_gemv_rows(int RM, const uint8_t *W, size_t ws, int64_t n,
 
 // Small batches (decoding several sequences together) reuse every weight group
 // straight from registers for up to LK_MULTI_NB activation rows, so the weights
-// are streamed from memory once per pass over the batch instead of once per
+// are streamed from memory once for the whole batch instead of once per
 // row (matrix-vector) and without building panels (matrix-matrix). Weights are
 // taken as unsigned bytes (Q4_0 nibbles as stored, Q8_0 quants plus 128) and the
 // activations as signed bytes, read straight from memory by the dot products;
 // the bias times each lane's activation sum is subtracted up front, so every
 // lane holds the same exact integer as in the other kernels.
-#define LK_MULTI_NB 4
+// Batches up to this size use this kernel; larger ones the panel kernel (measured
+// on the 7B shape: from four rows on, the panel kernel's tile computes faster
+// than this kernel's unpacking, and its prefetch hides the weight reads).
+#define LK_MULTI_NB 3
 
 LK_INLINE void lk_q8w_multi_group(int type, int RM, int NB, const uint8_t *W, size_t ws, const lk_q8_act *acts,
                                   int64_t g, int count, __m512 acc[4][LK_MULTI_NB]) {
@@ -282,8 +285,8 @@ static __attribute__((noinline)) void lk_q8w_multi_tail(int type, int RM, int NB
     switch (RM * 8 + NB) {
 #define LK_MULTI_TAIL_CASE(rm, nb) \
     case rm * 8 + nb: lk_q8w_multi_group(type, rm, nb, W, ws, acts, g, count, acc); break;
-    LK_MULTI_TAIL_CASE(4, 1) LK_MULTI_TAIL_CASE(4, 2) LK_MULTI_TAIL_CASE(4, 3) LK_MULTI_TAIL_CASE(4, 4)
-    LK_MULTI_TAIL_CASE(1, 1) LK_MULTI_TAIL_CASE(1, 2) LK_MULTI_TAIL_CASE(1, 3) LK_MULTI_TAIL_CASE(1, 4)
+    LK_MULTI_TAIL_CASE(4, 1) LK_MULTI_TAIL_CASE(4, 2) LK_MULTI_TAIL_CASE(4, 3)
+    LK_MULTI_TAIL_CASE(1, 1) LK_MULTI_TAIL_CASE(1, 2) LK_MULTI_TAIL_CASE(1, 3)
 #undef LK_MULTI_TAIL_CASE
     default: break;
     }
@@ -312,36 +315,24 @@ LK_INLINE void lk_q8w_multi_chunk(int type, int RM, int NB, const uint8_t *W, si
     }
 }
 
-// Rows [r, r + RM) times every activation row: chunk by chunk, each chunk's
-// weights streamed once and reused from the cache for every pass over the batch.
+// Rows [r, r + RM) times the `nbatch` (at most LK_MULTI_NB) activation rows, chunk by chunk.
 LK_INLINE void lk_q8w_multi_rows(int type, int RM, const uint8_t *W, size_t ws, int64_t n, const lk_q8_act *acts,
                                  int64_t nbatch, float *out, int64_t os) {
     const int64_t nb = n / 32;
     const int64_t groups = (nb + 3) / 4;
     for (int64_t g0 = 0; g0 < groups; g0 += LK_Q8_CHUNK_GROUPS) {
-        for (int64_t b0 = 0; b0 < nbatch; b0 += LK_MULTI_NB) {
-            const lk_q8_act *a = acts + b0;
-            float *o = out + b0 * os;
-            switch (nbatch - b0 >= LK_MULTI_NB ? LK_MULTI_NB : nbatch - b0) {
-            case 4: lk_q8w_multi_chunk(type, RM, 4, W, ws, nb, g0, a, o, os); break;
-            case 3: lk_q8w_multi_chunk(type, RM, 3, W, ws, nb, g0, a, o, os); break;
-            case 2: lk_q8w_multi_chunk(type, RM, 2, W, ws, nb, g0, a, o, os); break;
-            default: lk_q8w_multi_chunk(type, RM, 1, W, ws, nb, g0, a, o, os); break;
-            }
+        switch (nbatch) {
+        case 3: lk_q8w_multi_chunk(type, RM, 3, W, ws, nb, g0, acts, out, os); break;
+        case 2: lk_q8w_multi_chunk(type, RM, 2, W, ws, nb, g0, acts, out, os); break;
+        default: lk_q8w_multi_chunk(type, RM, 1, W, ws, nb, g0, acts, out, os); break;
         }
     }
 }
 
-// Batches up to this size use the few-rows kernel; larger ones the panel kernel
-// (Measured on the 7B shape: from four rows on, the panel kernel's tile computes
-// faster than this kernel's per-pass unpacking, and its prefetch hides the
-// weight reads.)
-#define LK_MULTI_MAX_BATCH 3
-
 LK_INLINE void lk_q8w_multi(int type, const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
                             float *out, int64_t os, int64_t row_begin, int64_t row_end) {
     const uint8_t *w = (const uint8_t *)W;
-    lk_q8_act acts[LK_MULTI_MAX_BATCH];
+    lk_q8_act acts[LK_MULTI_NB];
     for (int64_t b = 0; b < nbatch; b++) acts[b] = lk_q8_act_at((const uint8_t *)xq + (size_t)b * xs, n);
     int64_t r = row_begin;
     for (; r + 4 <= row_end; r += 4) lk_q8w_multi_rows(type, 4, w + (size_t)r * ws, ws, n, acts, nbatch, out + r, os);
@@ -541,7 +532,7 @@ static void lk_q8_gemm(int type, const void *W, size_t ws, int64_t n, const void
 
 static void matmul_q4_0_avx512(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
                                float *out, int64_t os, int64_t row_begin, int64_t row_end) {
-    if (nbatch > LK_MULTI_MAX_BATCH) {
+    if (nbatch > LK_MULTI_NB) {
         lk_q8_gemm(LK_TYPE_Q4_0, W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);
         return;
     }
@@ -560,7 +551,7 @@ static void matmul_q4_0_avx512(const void *W, size_t ws, int64_t n, const void *
 
 static void matmul_q8_0_avx512(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
                                float *out, int64_t os, int64_t row_begin, int64_t row_end) {
-    if (nbatch > LK_MULTI_MAX_BATCH) {
+    if (nbatch > LK_MULTI_NB) {
         lk_q8_gemm(LK_TYPE_Q8_0, W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);
         return;
     }
