@@ -42,13 +42,15 @@ LK_INLINE float lk_hsum512(__m512 v) {
 //   - integer dot products per block are exact, so only which elements meet in
 //     a lane matters, not the instruction sequence;
 //   - per block, the lane integers are converted to float and added into a
-//     float lane accumulator with the same FMAs and the same scale products;
+//     float lane accumulator with the same FMAs and the same scale products
+//     (Q4_0 and Q8_0: each block's integers are first summed exactly into one
+//     lane, see below);
 //   - a row is processed in chunks (LK_Q8_CHUNK_GROUPS groups of four Q8_0
 //     blocks, LK_K_CHUNK super-blocks, LK_F_CHUNK float elements); each chunk's
 //     lane accumulators start at zero and are reduced with lk_hsum512, and the
 //     chunk sums are added in order, starting from the first.
 
-#define LK_Q8_CHUNK_GROUPS 16  // 2048 elements (a panel of 4 rows, 16 KiB, stays in L1 with its activations)
+#define LK_Q8_CHUNK_GROUPS 16  // 2048 elements (a panel of 4 rows, 9 KiB, stays in L1 with its activations)
 #define LK_K_CHUNK 16          // super-blocks, 4096 elements
 #define LK_F_CHUNK 1024        // float elements
 
@@ -61,36 +63,70 @@ LK_INLINE float lk_hsum512(__m512 v) {
             (sums)[r_][b_] = (first) ? v_ : (sums)[r_][b_] + v_;                  \
         }
 
-/// Activation row pointers for Q8_0 activations.
+// MARK: - Q4_0 and Q8_0
+//
+// Weights are taken as unsigned bytes (Q4_0 nibbles as stored, Q8_0 quants plus
+// 128) and activations as signed bytes, read straight from memory by the dot
+// products. A row is walked in superblocks of 16 blocks (512 elements), held
+// interleaved in eight registers: 32-bit lane j of register k holds elements
+// 4k..4k+3 (k < 4) or 16+4(k-4)..16+4(k-4)+3 (k >= 4) of block B(j), where
+// lane 4i + g belongs to block B = 4g + i of the superblock (the order in which
+// four groups of four blocks transpose). Eight VNNI dot products then leave each
+// block's exact integer dot product in its own lane, with no horizontal sums.
+// The activation row supplies, in the same order, the quants, each block's
+// correction for the weights' offset (-8 or -128 times the block's quant sum)
+// and its scale, so a block costs one conversion, one scale product and one FMA
+// whatever the batch: the row kernel (up to LK_MULTI_NB activation rows) and the
+// panel kernel (more rows) add the same products into the same lanes in the
+// same order.
+
+#define LK_CHUNK_SB (LK_Q8_CHUNK_GROUPS / 4)  // superblocks per chunk
+
+/// Activation row pointers for Q8_0 activations (layout in internal.h).
 typedef struct {
-    const int8_t *quants;   // grouped copy
-    const float *scales;    // 4G floats
-    const int32_t *sums;    // 16G lane sums
+    const int8_t *quants;   // interleaved copy, 512 bytes per superblock
+    const float *scales;    // 16 per superblock
+    const int32_t *corr;    // 16 per superblock, for the weight type
 } lk_q8_act;
 
-LK_INLINE lk_q8_act lk_q8_act_at(const void *row, int64_t n) {
+LK_INLINE lk_q8_act lk_q8_act_at(int type, const void *row, int64_t n) {
     const uint8_t *base = (const uint8_t *)row;
     lk_q8_act a;
     a.quants = (const int8_t *)(base + lk_q8_act_aux_offset(n));
     a.scales = (const float *)(base + lk_q8_act_scales_offset(n));
-    a.sums = (const int32_t *)(base + lk_q8_act_sums_offset(n));
+    a.corr = (const int32_t *)(base + (type == LK_TYPE_Q4_0 ? lk_q8_act_corr4_offset(n) : lk_q8_act_corr8_offset(n)));
     return a;
 }
 
-// MARK: - Q4_0 and Q8_0 weights: one group of four blocks
+/// One superblock of one weight row, unpacked: unsigned quants in the
+/// interleaved order and the 16 block scales. Blocks past the row's end are zero.
+typedef struct {
+    __m512i q[8];
+    __m512 dw;
+} lk_sb_weights;
 
-// Unsigned nibbles of up to four Q4_0 blocks in the grouped order (missing
-// blocks zero), and their scales repeated four times each.
-LK_INLINE void lk_q4_0_group(const lk_block_q4_0 *x, int count, __m512i *lo, __m512i *hi, __m512 *dw) {
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
+// Four registers each holding 32-bit words 0..3 of four blocks (block i of
+// register g in 128-bit lane i) become four registers k = 0..3 holding word k of
+// all 16 blocks, block 4g + i in lane 4i + g.
+LK_INLINE void lk_transpose_words(__m512i g0, __m512i g1, __m512i g2, __m512i g3, __m512i *out) {
+    __m512i t0 = _mm512_unpacklo_epi32(g0, g1), t1 = _mm512_unpackhi_epi32(g0, g1);
+    __m512i t2 = _mm512_unpacklo_epi32(g2, g3), t3 = _mm512_unpackhi_epi32(g2, g3);
+    out[0] = _mm512_unpacklo_epi64(t0, t2);
+    out[1] = _mm512_unpackhi_epi64(t0, t2);
+    out[2] = _mm512_unpacklo_epi64(t1, t3);
+    out[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+// Stored bytes of up to four Q4_0 blocks (block i in 128-bit lane i, missing
+// ones zero) and their scale halves in the low four words of *d.
+LK_INLINE __m512i lk_q4_0_group(const lk_block_q4_0 *x, int count, __m128i *d) {
     __m512i q;
-    __m128i d;
     if (count == 4) {
         q = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)x[0].qs));
         q = _mm512_inserti32x4(q, _mm_loadu_si128((const __m128i *)x[1].qs), 1);
         q = _mm512_inserti32x4(q, _mm_loadu_si128((const __m128i *)x[2].qs), 2);
         q = _mm512_inserti32x4(q, _mm_loadu_si128((const __m128i *)x[3].qs), 3);
-        d = _mm_setr_epi16((short)x[0].d, (short)x[1].d, (short)x[2].d, (short)x[3].d, 0, 0, 0, 0);
+        *d = _mm_setr_epi16((short)x[0].d, (short)x[1].d, (short)x[2].d, (short)x[3].d, 0, 0, 0, 0);
     } else {
         uint8_t bytes[64] = {0};
         uint16_t halves[8] = {0};
@@ -99,29 +135,25 @@ LK_INLINE void lk_q4_0_group(const lk_block_q4_0 *x, int count, __m512i *lo, __m
             halves[i] = x[i].d;
         }
         q = _mm512_loadu_si512(bytes);
-        d = _mm_loadu_si128((const __m128i *)halves);
+        *d = _mm_loadu_si128((const __m128i *)halves);
     }
-    *lo = _mm512_and_si512(q, m4);
-    *hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-    *dw = lk_expand4_ps(_mm_cvtph_ps(d));
+    return q;
 }
 
-// Signed quants of up to four Q8_0 blocks in the grouped order, and scales.
-LK_INLINE void lk_q8_0_group(const lk_block_q8_0 *x, int count, __m512i *lo, __m512i *hi, __m512 *dw) {
+// Quants 0..15 (*lo) and 16..31 (*hi) of up to four Q8_0 blocks and their scale halves.
+LK_INLINE void lk_q8_0_group(const lk_block_q8_0 *x, int count, __m512i *lo, __m512i *hi, __m128i *d) {
     if (count == 4) {
         __m512i l = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)x[0].qs));
         __m512i h = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(x[0].qs + 16)));
-        for (int i = 1; i < 4; i++) {
-            // Lane index must be a constant: unrolled by the compiler.
-            __m128i ql = _mm_loadu_si128((const __m128i *)x[i].qs);
-            __m128i qh = _mm_loadu_si128((const __m128i *)(x[i].qs + 16));
-            if (i == 1) { l = _mm512_inserti32x4(l, ql, 1); h = _mm512_inserti32x4(h, qh, 1); }
-            if (i == 2) { l = _mm512_inserti32x4(l, ql, 2); h = _mm512_inserti32x4(h, qh, 2); }
-            if (i == 3) { l = _mm512_inserti32x4(l, ql, 3); h = _mm512_inserti32x4(h, qh, 3); }
-        }
+        l = _mm512_inserti32x4(l, _mm_loadu_si128((const __m128i *)x[1].qs), 1);
+        h = _mm512_inserti32x4(h, _mm_loadu_si128((const __m128i *)(x[1].qs + 16)), 1);
+        l = _mm512_inserti32x4(l, _mm_loadu_si128((const __m128i *)x[2].qs), 2);
+        h = _mm512_inserti32x4(h, _mm_loadu_si128((const __m128i *)(x[2].qs + 16)), 2);
+        l = _mm512_inserti32x4(l, _mm_loadu_si128((const __m128i *)x[3].qs), 3);
+        h = _mm512_inserti32x4(h, _mm_loadu_si128((const __m128i *)(x[3].qs + 16)), 3);
         *lo = l;
         *hi = h;
-        *dw = lk_expand4_ps(_mm_cvtph_ps(_mm_setr_epi16((short)x[0].d, (short)x[1].d, (short)x[2].d, (short)x[3].d, 0, 0, 0, 0)));
+        *d = _mm_setr_epi16((short)x[0].d, (short)x[1].d, (short)x[2].d, (short)x[3].d, 0, 0, 0, 0);
     } else {
         int8_t bytes[128] = {0};
         uint16_t halves[8] = {0};
@@ -132,199 +164,122 @@ LK_INLINE void lk_q8_0_group(const lk_block_q8_0 *x, int count, __m512i *lo, __m
         }
         *lo = _mm512_loadu_si512(bytes);
         *hi = _mm512_loadu_si512(bytes + 64);
-        *dw = lk_expand4_ps(_mm_cvtph_ps(_mm_loadu_si128((const __m128i *)halves)));
+        *d = _mm_loadu_si128((const __m128i *)halves);
     }
 }
 
-// MARK: - Q4_0 and Q8_0: matrix-vector (one activation row)
+// Superblock s of a row with `blocks` blocks present from its start (16 for a
+// whole superblock).
+LK_INLINE void lk_sb_load(int type, const uint8_t *row, int64_t s, int blocks, lk_sb_weights *w) {
+    __m128i d[4];
+    __m512i lo[4], hi[4];
+    for (int g = 0; g < 4; g++) {
+        int count = blocks - 4 * g;
+        count = count < 0 ? 0 : count > 4 ? 4 : count;
+        if (type == LK_TYPE_Q4_0)
+            lo[g] = lk_q4_0_group((const lk_block_q4_0 *)row + 16 * s + 4 * g, count, &d[g]);
+        else
+            lk_q8_0_group((const lk_block_q8_0 *)row + 16 * s + 4 * g, count, &lo[g], &hi[g], &d[g]);
+    }
+    if (type == LK_TYPE_Q4_0) {
+        const __m512i m4 = _mm512_set1_epi8(0x0f);
+        __m512i raw[4];
+        lk_transpose_words(lo[0], lo[1], lo[2], lo[3], raw);
+        for (int k = 0; k < 4; k++) {
+            w->q[k] = _mm512_and_si512(raw[k], m4);
+            w->q[4 + k] = _mm512_and_si512(_mm512_srli_epi16(raw[k], 4), m4);
+        }
+    } else {
+        const __m512i bias = _mm512_set1_epi8((char)0x80);
+        lk_transpose_words(lo[0], lo[1], lo[2], lo[3], w->q);
+        lk_transpose_words(hi[0], hi[1], hi[2], hi[3], w->q + 4);
+        for (int k = 0; k < 8; k++) w->q[k] = _mm512_xor_si512(w->q[k], bias);
+    }
+    __m128i u01 = _mm_unpacklo_epi16(d[0], d[1]), u23 = _mm_unpacklo_epi16(d[2], d[3]);
+    w->dw = _mm512_cvtph_ps(_mm256_set_m128i(_mm_unpackhi_epi32(u01, u23), _mm_unpacklo_epi32(u01, u23)));
+}
+
+static __attribute__((noinline)) void lk_sb_load_tail(int type, const uint8_t *row, int64_t s, int blocks,
+                                                      lk_sb_weights *w) {
+    lk_sb_load(type, row, s, blocks, w);
+}
+
+// acc + superblock s of weights `w` times activation row `a`.
+LK_INLINE __m512 lk_sb_dot(const lk_sb_weights *w, lk_q8_act a, int64_t s, __m512 acc) {
+    const int8_t *q = a.quants + 512 * s;
+    __m512i t = _mm512_loadu_si512(a.corr + 16 * s);
+    for (int k = 0; k < 8; k++) t = _mm512_dpbusd_epi32(t, w->q[k], _mm512_loadu_si512(q + 64 * k));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(w->dw, _mm512_loadu_ps(a.scales + 16 * s)), acc);
+}
+
+LK_INLINE int lk_q8w_sb_bytes(int type) {
+    return 16 * (int)(type == LK_TYPE_Q4_0 ? sizeof(lk_block_q4_0) : sizeof(lk_block_q8_0));
+}
+
+// MARK: - Q4_0 and Q8_0: up to a few activation rows, weights from registers
 
 // Software prefetch distances along each weight row streamed by a row kernel
-// (about a dozen steps ahead); the hardware prefetcher alone falls well short
-// on several interleaved row streams.
+// (a few superblocks ahead); the hardware prefetcher alone falls well short on
+// several interleaved row streams.
 #define LK_PREFETCH_Q4_0 768
 #define LK_PREFETCH_Q8_0 1536
 #define LK_PREFETCH_K 1536
 
-// Q4_0 rows r..r+RM-1 times one activation row: group g (of `count` blocks).
-LK_INLINE void lk_q4_0_gemv_group(int RM, const uint8_t *W, size_t ws, lk_q8_act a, int64_t g, int count, __m512 *acc) {
-    __m512i a0 = _mm512_loadu_si512(a.quants + 128 * g);
-    __m512i a1 = _mm512_loadu_si512(a.quants + 128 * g + 64);
-    // Nibbles are unsigned (q + 8): subtract 8 times each lane's activation sum,
-    // so every lane holds exactly the dot product of its own elements.
-    __m512i corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(_mm512_loadu_si512(a.sums + 16 * g), 3));
-    __m512 da = lk_expand4_ps(_mm_loadu_ps(a.scales + 4 * g));
-    for (int r = 0; r < RM; r++) {
-        const lk_block_q4_0 *x = (const lk_block_q4_0 *)(W + (size_t)r * ws) + 4 * g;
-        _mm_prefetch((const char *)x + LK_PREFETCH_Q4_0, _MM_HINT_T0);
-        __m512i lo, hi;
-        __m512 dw;
-        lk_q4_0_group(x, count, &lo, &hi, &dw);
-        __m512i t = _mm512_dpbusd_epi32(corr, lo, a0);
-        t = _mm512_dpbusd_epi32(t, hi, a1);
-        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(dw, da), acc[r]);
-    }
-}
+// Batches up to this size use the row kernel: each superblock of a weight row is
+// unpacked once into registers and used for every activation row; larger batches
+// unpack a panel of weights once and sweep many activation rows past it.
+#define LK_MULTI_NB 4
 
-static __attribute__((noinline)) void lk_q4_0_gemv_tail(int RM, const uint8_t *W, size_t ws, lk_q8_act a,
-                                                        int64_t g, int count, __m512 *acc) {
-    lk_q4_0_gemv_group(RM, W, ws, a, g, count, acc);
-}
-
-LK_INLINE void lk_q4_0_gemv_rows(int RM, const uint8_t *W, size_t ws, int64_t n, lk_q8_act a, float *out) {
-    const int64_t nb = n / 32;
-    const int64_t full = nb / 4;
-    const int64_t groups = (nb + 3) / 4;
-    float sums[4][1];
-    for (int64_t g0 = 0; g0 < groups; g0 += LK_Q8_CHUNK_GROUPS) {
-        const int64_t gend = groups - g0 < LK_Q8_CHUNK_GROUPS ? groups : g0 + LK_Q8_CHUNK_GROUPS;
-        const int64_t fend = gend < full ? gend : full;
-        __m512 acc[4][1];
-        for (int r = 0; r < RM; r++) acc[r][0] = _mm512_setzero_ps();
-        for (int64_t g = g0; g < fend; g++) lk_q4_0_gemv_group(RM, W, ws, a, g, 4, &acc[0][0]);
-        if (gend > fend) lk_q4_0_gemv_tail(RM, W, ws, a, full, (int)(nb - 4 * full), &acc[0][0]);
-        LK_ADD_CHUNK(RM, 1, acc, sums, g0 == 0)
-    }
-    for (int r = 0; r < RM; r++) out[r] = sums[r][0];
-}
-
-// Q8_0 rows times one activation row. The activations are made unsigned
-// (a + 128) and the weights' contribution 128 * sum(w) is subtracted.
-LK_INLINE void lk_q8_0_gemv_group(int RM, const uint8_t *W, size_t ws, lk_q8_act a, int64_t g, int count, __m512 *acc) {
-    const __m512i bias = _mm512_set1_epi8((char)0x80);
-    __m512i a0 = _mm512_xor_si512(_mm512_loadu_si512(a.quants + 128 * g), bias);
-    __m512i a1 = _mm512_xor_si512(_mm512_loadu_si512(a.quants + 128 * g + 64), bias);
-    __m512 da = lk_expand4_ps(_mm_loadu_ps(a.scales + 4 * g));
-    for (int r = 0; r < RM; r++) {
-        const lk_block_q8_0 *x = (const lk_block_q8_0 *)(W + (size_t)r * ws) + 4 * g;
-        _mm_prefetch((const char *)x + LK_PREFETCH_Q8_0, _MM_HINT_T0);
-        _mm_prefetch((const char *)x + LK_PREFETCH_Q8_0 + 64, _MM_HINT_T0);
-        __m512i lo, hi;
-        __m512 dw;
-        lk_q8_0_group(x, count, &lo, &hi, &dw);
-        __m512i wsum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, lo), bias, hi);
-        __m512i t = _mm512_dpbusd_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), wsum), a0, lo);
-        t = _mm512_dpbusd_epi32(t, a1, hi);
-        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(dw, da), acc[r]);
-    }
-}
-
-static __attribute__((noinline)) void lk_q8_0_gemv_tail(int RM, const uint8_t *W, size_t ws, lk_q8_act a,
-                                                        int64_t g, int count, __m512 *acc) {
-    lk_q8_0_gemv_group(RM, W, ws, a, g, count, acc);
-}
-
-LK_INLINE void lk_q8_0_gemv_rows(int RM, const uint8_t *W, size_t ws, int64_t n, lk_q8_act a, float *out) {
-    const int64_t nb = n / 32;
-    const int64_t full = nb / 4;
-    const int64_t groups = (nb + 3) / 4;
-    float sums[4][1];
-    for (int64_t g0 = 0; g0 < groups; g0 += LK_Q8_CHUNK_GROUPS) {
-        const int64_t gend = groups - g0 < LK_Q8_CHUNK_GROUPS ? groups : g0 + LK_Q8_CHUNK_GROUPS;
-        const int64_t fend = gend < full ? gend : full;
-        __m512 acc[4][1];
-        for (int r = 0; r < RM; r++) acc[r][0] = _mm512_setzero_ps();
-        for (int64_t g = g0; g < fend; g++) lk_q8_0_gemv_group(RM, W, ws, a, g, 4, &acc[0][0]);
-        if (gend > fend) lk_q8_0_gemv_tail(RM, W, ws, a, full, (int)(nb - 4 * full), &acc[0][0]);
-        LK_ADD_CHUNK(RM, 1, acc, sums, g0 == 0)
-    }
-    for (int r = 0; r < RM; r++) out[r] = sums[r][0];
-}
-
-// MARK: - Q4_0 and Q8_0: a few activation rows at once
-
-// Small batches (decoding several sequences together) reuse every weight group
-// straight from registers for up to LK_MULTI_NB activation rows, so the weights
-// are streamed from memory once for the whole batch instead of once per
-// row (matrix-vector) and without building panels (matrix-matrix). Weights are
-// taken as unsigned bytes (Q4_0 nibbles as stored, Q8_0 quants plus 128) and the
-// activations as signed bytes, read straight from memory by the dot products;
-// the bias times each lane's activation sum is subtracted up front, so every
-// lane holds the same exact integer as in the other kernels.
-// Batches up to this size use this kernel; larger ones the panel kernel (measured
-// on the 7B shape: from four rows on, the panel kernel's tile computes faster
-// than this kernel's unpacking, and its prefetch hides the weight reads).
-#define LK_MULTI_NB 3
-
-LK_INLINE void lk_q8w_multi_group(int type, int RM, int NB, const uint8_t *W, size_t ws, const lk_q8_act *acts,
-                                  int64_t g, int count, __m512 acc[4][LK_MULTI_NB]) {
-    __m512i corr[LK_MULTI_NB];
-    __m512 da[LK_MULTI_NB];
-    const int shift = type == LK_TYPE_Q4_0 ? 3 : 7;
-    for (int b = 0; b < NB; b++) {
-        corr[b] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(_mm512_loadu_si512(acts[b].sums + 16 * g), shift));
-        da[b] = lk_expand4_ps(_mm_loadu_ps(acts[b].scales + 4 * g));
-    }
-    for (int r = 0; r < RM; r++) {
-        __m512i lo, hi;
-        __m512 dw;
-        if (type == LK_TYPE_Q4_0) {
-            const lk_block_q4_0 *x = (const lk_block_q4_0 *)(W + (size_t)r * ws) + 4 * g;
-            _mm_prefetch((const char *)x + LK_PREFETCH_Q4_0, _MM_HINT_T0);
-            lk_q4_0_group(x, count, &lo, &hi, &dw);
-        } else {
-            const __m512i bias = _mm512_set1_epi8((char)0x80);
-            const lk_block_q8_0 *x = (const lk_block_q8_0 *)(W + (size_t)r * ws) + 4 * g;
-            _mm_prefetch((const char *)x + LK_PREFETCH_Q8_0, _MM_HINT_T0);
-            _mm_prefetch((const char *)x + LK_PREFETCH_Q8_0 + 64, _MM_HINT_T0);
-            lk_q8_0_group(x, count, &lo, &hi, &dw);
-            lo = _mm512_xor_si512(lo, bias);
-            hi = _mm512_xor_si512(hi, bias);
-        }
-        for (int b = 0; b < NB; b++) {
-            const int8_t *q = acts[b].quants + 128 * g;
-            __m512i t = _mm512_dpbusd_epi32(corr[b], lo, _mm512_loadu_si512(q));
-            t = _mm512_dpbusd_epi32(t, hi, _mm512_loadu_si512(q + 64));
-            acc[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(dw, da[b]), acc[r][b]);
-        }
-    }
-}
-
-static __attribute__((noinline)) void lk_q8w_multi_tail(int type, int RM, int NB, const uint8_t *W, size_t ws,
-                                                        const lk_q8_act *acts, int64_t g, int count,
-                                                        __m512 acc[4][LK_MULTI_NB]) {
-    switch (RM * 8 + NB) {
-#define LK_MULTI_TAIL_CASE(rm, nb) \
-    case rm * 8 + nb: lk_q8w_multi_group(type, rm, nb, W, ws, acts, g, count, acc); break;
-    LK_MULTI_TAIL_CASE(4, 1) LK_MULTI_TAIL_CASE(4, 2) LK_MULTI_TAIL_CASE(4, 3)
-    LK_MULTI_TAIL_CASE(1, 1) LK_MULTI_TAIL_CASE(1, 2) LK_MULTI_TAIL_CASE(1, 3)
-#undef LK_MULTI_TAIL_CASE
-    default: break;
-    }
-}
-
-// Rows [r, r + RM) times activation rows [0, NB), groups [g0, gend) (one chunk):
-// reduced and stored (first chunk) or added (later chunks) exactly as the other
-// kernels do.
-LK_INLINE void lk_q8w_multi_chunk(int type, int RM, int NB, const uint8_t *W, size_t ws, int64_t nb, int64_t g0,
-                                  const lk_q8_act *acts, float *out, int64_t os) {
-    const int64_t full = nb / 4;
-    const int64_t groups = (nb + 3) / 4;
-    const int64_t gend = groups - g0 < LK_Q8_CHUNK_GROUPS ? groups : g0 + LK_Q8_CHUNK_GROUPS;
-    const int64_t fend = gend < full ? gend : full;
-    __m512 acc[4][LK_MULTI_NB];
+// Rows [0, RM) (at W, stride ws) times activation rows [0, NB), superblocks
+// [s0, s0 + LK_CHUNK_SB) (one chunk): reduced and stored (first chunk) or added.
+LK_INLINE void lk_q8w_rows_chunk(int type, int RM, int NB, const uint8_t *W, size_t ws, int64_t nb, int64_t s0,
+                                 const lk_q8_act *acts, float *out, int64_t os) {
+    const int64_t nsb = (nb + 15) / 16, full = nb / 16;
+    const int64_t send = nsb - s0 < LK_CHUNK_SB ? nsb : s0 + LK_CHUNK_SB;
+    const int64_t fend = send < full ? send : full;
+    const int sb_bytes = lk_q8w_sb_bytes(type);
+    const int pf = type == LK_TYPE_Q4_0 ? LK_PREFETCH_Q4_0 : LK_PREFETCH_Q8_0;
+    __m512 acc[2][LK_MULTI_NB];
     for (int r = 0; r < RM; r++)
         for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_ps();
-    for (int64_t g = g0; g < fend; g++) lk_q8w_multi_group(type, RM, NB, W, ws, acts, g, 4, acc);
-    if (gend > fend) lk_q8w_multi_tail(type, RM, NB, W, ws, acts, full, (int)(nb - 4 * full), acc);
+    for (int64_t s = s0; s < fend; s++) {
+        for (int r = 0; r < RM; r++) {
+            const uint8_t *row = W + (size_t)r * ws;
+            const char *ahead = (const char *)row + (size_t)s * sb_bytes + pf;
+            for (int k = 0; k < sb_bytes; k += 64) _mm_prefetch(ahead + k, _MM_HINT_T0);
+            lk_sb_weights w;
+            lk_sb_load(type, row, s, 16, &w);
+#pragma clang loop unroll(full)
+            for (int b = 0; b < NB; b++) acc[r][b] = lk_sb_dot(&w, acts[b], s, acc[r][b]);
+        }
+    }
+    if (send > fend) {
+        for (int r = 0; r < RM; r++) {
+            lk_sb_weights w;
+            lk_sb_load_tail(type, W + (size_t)r * ws, full, (int)(nb - 16 * full), &w);
+            for (int b = 0; b < NB; b++) acc[r][b] = lk_sb_dot(&w, acts[b], full, acc[r][b]);
+        }
+    }
     for (int b = 0; b < NB; b++) {
         for (int r = 0; r < RM; r++) {
             float v = lk_hsum512(acc[r][b]);
             float *o = out + b * os + r;
-            *o = g0 == 0 ? v : *o + v;
+            *o = s0 == 0 ? v : *o + v;
         }
     }
 }
 
-// Rows [r, r + RM) times the `nbatch` (at most LK_MULTI_NB) activation rows, chunk by chunk.
-LK_INLINE void lk_q8w_multi_rows(int type, int RM, const uint8_t *W, size_t ws, int64_t n, const lk_q8_act *acts,
-                                 int64_t nbatch, float *out, int64_t os) {
+// Rows [0, RM) times the `nbatch` (at most LK_MULTI_NB) activation rows, chunk by chunk.
+LK_INLINE void lk_q8w_rows(int type, int RM, const uint8_t *W, size_t ws, int64_t n, const lk_q8_act *acts,
+                           int64_t nbatch, float *out, int64_t os) {
     const int64_t nb = n / 32;
-    const int64_t groups = (nb + 3) / 4;
-    for (int64_t g0 = 0; g0 < groups; g0 += LK_Q8_CHUNK_GROUPS) {
+    const int64_t nsb = (nb + 15) / 16;
+    for (int64_t s0 = 0; s0 < nsb; s0 += LK_CHUNK_SB) {
         switch (nbatch) {
-        case 3: lk_q8w_multi_chunk(type, RM, 3, W, ws, nb, g0, acts, out, os); break;
-        case 2: lk_q8w_multi_chunk(type, RM, 2, W, ws, nb, g0, acts, out, os); break;
-        default: lk_q8w_multi_chunk(type, RM, 1, W, ws, nb, g0, acts, out, os); break;
+        case 4: lk_q8w_rows_chunk(type, RM, 4, W, ws, nb, s0, acts, out, os); break;
+        case 3: lk_q8w_rows_chunk(type, RM, 3, W, ws, nb, s0, acts, out, os); break;
+        case 2: lk_q8w_rows_chunk(type, RM, 2, W, ws, nb, s0, acts, out, os); break;
+        default: lk_q8w_rows_chunk(type, RM, 1, W, ws, nb, s0, acts, out, os); break;
         }
     }
 }
@@ -333,116 +288,94 @@ LK_INLINE void lk_q8w_multi(int type, const void *W, size_t ws, int64_t n, const
                             float *out, int64_t os, int64_t row_begin, int64_t row_end) {
     const uint8_t *w = (const uint8_t *)W;
     lk_q8_act acts[LK_MULTI_NB];
-    for (int64_t b = 0; b < nbatch; b++) acts[b] = lk_q8_act_at((const uint8_t *)xq + (size_t)b * xs, n);
+    for (int64_t b = 0; b < nbatch; b++) acts[b] = lk_q8_act_at(type, (const uint8_t *)xq + (size_t)b * xs, n);
+    // Two rows at a time: with four, the accumulators and unpacked weights of a
+    // batch of two or more no longer fit in registers.
     int64_t r = row_begin;
-    for (; r + 4 <= row_end; r += 4) lk_q8w_multi_rows(type, 4, w + (size_t)r * ws, ws, n, acts, nbatch, out + r, os);
-    for (; r < row_end; r++) lk_q8w_multi_rows(type, 1, w + (size_t)r * ws, ws, n, acts, nbatch, out + r, os);
+    for (; r + 2 <= row_end; r += 2) lk_q8w_rows(type, 2, w + (size_t)r * ws, ws, n, acts, nbatch, out + r, os);
+    for (; r < row_end; r++) lk_q8w_rows(type, 1, w + (size_t)r * ws, ws, n, acts, nbatch, out + r, os);
 }
 
 // MARK: - Q4_0 and Q8_0: matrix-matrix with unpacked weight panels
 
-// One group of four blocks of one weight row, unpacked for reuse across many
-// activation rows: signed quants in the grouped order, -128 * quant sums spread
-// over the lanes of each block, and the block scales repeated four times.
-typedef struct {
-    __m512i lo, hi;
-    __m512i corr;
-    __m512 dw;
-} lk_q8_panel;
-
 #define LK_GEMM_RM 4
 #define LK_GEMM_RN 4
-#define LK_GEMM_KC_GROUPS LK_Q8_CHUNK_GROUPS  // groups per panel: one chunk
 
-LK_INLINE void lk_panel_finish(lk_q8_panel *p, __m512i lo, __m512i hi, __m512 dw) {
-    const __m512i bias = _mm512_set1_epi8((char)0x80);
-    __m512i wsum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, lo), bias, hi);
-    p->lo = lo;
-    p->hi = hi;
-    p->corr = _mm512_sub_epi32(_mm512_setzero_si512(), wsum);
-    p->dw = dw;
-}
-
-// Fills panel[g * RM + r] for groups [g0, g0 + ng) of rows [r0, r0 + rows);
+// Fills panel[s * RM + r] for superblocks [s0, s0 + nsb) of rows [r0, r0 + rows);
 // rows past `rows` are zero.
 static void lk_build_panels(int type, const uint8_t *W, size_t ws, int64_t nb, int64_t r0, int rows,
-                            int64_t g0, int64_t ng, lk_q8_panel *panel) {
-    const __m512i eight = _mm512_set1_epi8(8);
+                            int64_t s0, int64_t nsb, lk_sb_weights *panel) {
     for (int r = 0; r < LK_GEMM_RM; r++) {
-        for (int64_t g = 0; g < ng; g++) {
-            lk_q8_panel *p = panel + g * LK_GEMM_RM + r;
+        for (int64_t s = 0; s < nsb; s++) {
+            lk_sb_weights *p = panel + s * LK_GEMM_RM + r;
+            int64_t left = nb - 16 * (s0 + s);
             if (r >= rows) {
-                p->lo = p->hi = p->corr = _mm512_setzero_si512();
+                for (int k = 0; k < 8; k++) p->q[k] = _mm512_setzero_si512();
                 p->dw = _mm512_setzero_ps();
-                continue;
-            }
-            int64_t block = 4 * (g0 + g);
-            int count = nb - block >= 4 ? 4 : (int)(nb - block);
-            const uint8_t *row = W + (size_t)(r0 + r) * ws;
-            __m512i lo, hi;
-            __m512 dw;
-            if (type == LK_TYPE_Q4_0) {
-                lk_q4_0_group((const lk_block_q4_0 *)row + block, count, &lo, &hi, &dw);
-                // Missing blocks have zero scale, so their value -8 contributes nothing.
-                lo = _mm512_sub_epi8(lo, eight);
-                hi = _mm512_sub_epi8(hi, eight);
+            } else if (left >= 16) {
+                lk_sb_load(type, W + (size_t)(r0 + r) * ws, s0 + s, 16, p);
             } else {
-                lk_q8_0_group((const lk_block_q8_0 *)row + block, count, &lo, &hi, &dw);
+                lk_sb_load_tail(type, W + (size_t)(r0 + r) * ws, s0 + s, (int)left, p);
             }
-            lk_panel_finish(p, lo, hi, dw);
         }
     }
 }
 
-// acc[r][b] over groups [0, ng) of the panel and activation rows xb[0..RN).
-//
-// `next` (when not null) is the next panel's weights: group g of its row r at
-// next + r * ws + g * group_bytes. They are prefetched while this tile computes,
-// so that building the next panel does not wait on memory.
+// The next panel's weights (superblock s of its row r at base + r * ws + s *
+// sb_bytes), prefetched while a tile computes so that building it does not wait
+// on memory.
 typedef struct {
     const uint8_t *base;
     size_t ws;
     int rows;
-    int64_t groups;
-    int group_bytes;
+    int64_t sbs;
+    int sb_bytes;
 } lk_panel_prefetch;
 
-LK_INLINE void lk_q8_gemm_tile(int RN, const lk_q8_panel *panel, int64_t ng, int64_t g0,
+// Rows [0, rows) of the panel over its superblocks [0, nsb) times activation
+// rows acts[0..RN), two weight rows at a time (each activation load feeds both),
+// their superblocks in order: only 2 x RN accumulators and two superblocks of
+// weights are live. Same arithmetic as lk_sb_dot.
+LK_INLINE void lk_q8_gemm_tile(int RN, const lk_sb_weights *panel, int64_t nsb, int64_t s0,
                                const lk_q8_act *acts, float *out, int64_t out_row_stride, int rows, int accumulate,
                                const lk_panel_prefetch *next) {
-    const __m512i bias = _mm512_set1_epi8((char)0x80);
-    __m512 acc[LK_GEMM_RM][LK_GEMM_RN];
-    for (int r = 0; r < LK_GEMM_RM; r++)
-        for (int b = 0; b < RN; b++) acc[r][b] = _mm512_setzero_ps();
-    for (int64_t g = 0; g < ng; g++) {
-        if (next && g < next->groups) {
-            for (int r = 0; r < next->rows; r++) {
-                const char *line = (const char *)next->base + (size_t)r * next->ws + (size_t)g * next->group_bytes;
-                for (int k = 0; k < next->group_bytes + 63; k += 64) _mm_prefetch(line + k, _MM_HINT_T0);
+    for (int r = 0; r < rows; r += 2) {
+        __m512 acc0[LK_GEMM_RN], acc1[LK_GEMM_RN];
+#pragma clang loop unroll(full)
+        for (int b = 0; b < RN; b++) acc0[b] = acc1[b] = _mm512_setzero_ps();
+        for (int64_t s = 0; s < nsb; s++) {
+            if (next && s < next->sbs) {
+                for (int rr = r; rr < r + 2 && rr < next->rows; rr++) {
+                    const char *line = (const char *)next->base + (size_t)rr * next->ws + (size_t)s * next->sb_bytes;
+                    for (int k = 0; k < next->sb_bytes + 63; k += 64) _mm_prefetch(line + k, _MM_HINT_T0);
+                }
             }
-        }
-        __m512i a0[LK_GEMM_RN], a1[LK_GEMM_RN];
-        __m512 da[LK_GEMM_RN];
-        for (int b = 0; b < RN; b++) {
-            const int8_t *q = acts[b].quants + 128 * (g0 + g);
-            a0[b] = _mm512_xor_si512(_mm512_loadu_si512(q), bias);
-            a1[b] = _mm512_xor_si512(_mm512_loadu_si512(q + 64), bias);
-            da[b] = lk_expand4_ps(_mm_loadu_ps(acts[b].scales + 4 * (g0 + g)));
-        }
-        const lk_q8_panel *p = panel + g * LK_GEMM_RM;
-        for (int r = 0; r < LK_GEMM_RM; r++) {
+            // Rows past `rows` in the panel are zero: computed, never stored.
+            const lk_sb_weights *w0 = panel + s * LK_GEMM_RM + r, *w1 = w0 + 1;
+            __m512i q0[8], q1[8];
+            for (int k = 0; k < 8; k++) { q0[k] = w0->q[k]; q1[k] = w1->q[k]; }
+#pragma clang loop unroll(full)
             for (int b = 0; b < RN; b++) {
-                __m512i t = _mm512_dpbusd_epi32(p[r].corr, a0[b], p[r].lo);
-                t = _mm512_dpbusd_epi32(t, a1[b], p[r].hi);
-                acc[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(da[b], p[r].dw), acc[r][b]);
+                const int8_t *q = acts[b].quants + 512 * (s0 + s);
+                __m512i t0 = _mm512_loadu_si512(acts[b].corr + 16 * (s0 + s)), t1 = t0;
+                for (int k = 0; k < 8; k++) {
+                    __m512i a = _mm512_loadu_si512(q + 64 * k);
+                    t0 = _mm512_dpbusd_epi32(t0, q0[k], a);
+                    t1 = _mm512_dpbusd_epi32(t1, q1[k], a);
+                }
+                __m512 da = _mm512_loadu_ps(acts[b].scales + 16 * (s0 + s));
+                acc0[b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t0), _mm512_mul_ps(w0->dw, da), acc0[b]);
+                acc1[b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t1), _mm512_mul_ps(w1->dw, da), acc1[b]);
             }
         }
-    }
-    for (int b = 0; b < RN; b++) {
-        for (int r = 0; r < rows; r++) {
-            float v = lk_hsum512(acc[r][b]);
+        for (int b = 0; b < RN; b++) {
+            float v = lk_hsum512(acc0[b]);
             float *o = out + b * out_row_stride + r;
             *o = accumulate ? *o + v : v;
+            if (r + 1 < rows) {
+                v = lk_hsum512(acc1[b]);
+                o[1] = accumulate ? o[1] + v : v;
+            }
         }
     }
 }
@@ -455,38 +388,38 @@ LK_INLINE int64_t lk_batch_block(int64_t bytes_per_row, int64_t granule, int64_t
     return rows < granule ? granule : rows;
 }
 
-// One panel (rows [r0, r0 + 4), groups [g0, g0 + KC)) times activation rows
-// [bb, bend), prefetching the panel that comes next (`next_r0`, `next_g0`).
+// One panel (rows [r0, r0 + 4), superblocks [s0, s0 + LK_CHUNK_SB)) times
+// activation rows [bb, bend), prefetching the panel that comes next (`next_r0`,
+// `next_s0`).
 LK_INLINE void lk_q8_gemm_panel(int type, const uint8_t *W, size_t ws, int64_t n, const void *xq, size_t xs,
                                 int64_t bb, int64_t bend, float *out, int64_t os, int64_t row_end,
-                                int64_t r0, int64_t g0, int64_t next_r0, int64_t next_g0, lk_q8_panel *panel) {
+                                int64_t r0, int64_t s0, int64_t next_r0, int64_t next_s0, lk_sb_weights *panel) {
     const int64_t nb = n / 32;
-    const int64_t groups = (nb + 3) / 4;
-    const int group_bytes = 4 * (int)(type == LK_TYPE_Q4_0 ? sizeof(lk_block_q4_0) : sizeof(lk_block_q8_0));
-    const int64_t ng = groups - g0 < LK_GEMM_KC_GROUPS ? groups - g0 : LK_GEMM_KC_GROUPS;
+    const int64_t nsb_row = (nb + 15) / 16;
+    const int64_t nsb = nsb_row - s0 < LK_CHUNK_SB ? nsb_row - s0 : LK_CHUNK_SB;
     const int rows = row_end - r0 >= LK_GEMM_RM ? LK_GEMM_RM : (int)(row_end - r0);
-    lk_build_panels(type, W, ws, nb, r0, rows, g0, ng, panel);
-    lk_panel_prefetch next = {.ws = ws, .group_bytes = group_bytes};
+    lk_build_panels(type, W, ws, nb, r0, rows, s0, nsb, panel);
+    lk_panel_prefetch next = {.ws = ws, .sb_bytes = lk_q8w_sb_bytes(type)};
     const lk_panel_prefetch *pf = NULL;
-    if (next_r0 < row_end && next_g0 < groups) {
-        next.base = W + (size_t)next_r0 * ws + (size_t)next_g0 * group_bytes;
+    if (next_r0 < row_end && next_s0 < nsb_row) {
+        next.base = W + (size_t)next_r0 * ws + (size_t)next_s0 * next.sb_bytes;
         next.rows = row_end - next_r0 >= LK_GEMM_RM ? LK_GEMM_RM : (int)(row_end - next_r0);
-        // Only whole groups: the last group of a row may be partial.
-        next.groups = (nb / 4 - next_g0) < LK_GEMM_KC_GROUPS ? nb / 4 - next_g0 : LK_GEMM_KC_GROUPS;
-        if (next.groups > 0) pf = &next;
+        // Only whole superblocks: the last one of a row may be partial.
+        next.sbs = (nb / 16 - next_s0) < LK_CHUNK_SB ? nb / 16 - next_s0 : LK_CHUNK_SB;
+        if (next.sbs > 0) pf = &next;
     }
     for (int64_t b0 = bb; b0 < bend; b0 += LK_GEMM_RN) {
         lk_q8_act acts[LK_GEMM_RN];
         int cols = bend - b0 >= LK_GEMM_RN ? LK_GEMM_RN : (int)(bend - b0);
-        for (int b = 0; b < cols; b++) acts[b] = lk_q8_act_at((const uint8_t *)xq + (size_t)(b0 + b) * xs, n);
+        for (int b = 0; b < cols; b++) acts[b] = lk_q8_act_at(type, (const uint8_t *)xq + (size_t)(b0 + b) * xs, n);
         float *o = out + b0 * os + r0;
         // Prefetch during the first pass over the activation rows only.
         const lk_panel_prefetch *p = b0 == bb ? pf : NULL;
         switch (cols) {
-        case 4: lk_q8_gemm_tile(4, panel, ng, g0, acts, o, os, rows, g0 > 0, p); break;
-        case 3: lk_q8_gemm_tile(3, panel, ng, g0, acts, o, os, rows, g0 > 0, p); break;
-        case 2: lk_q8_gemm_tile(2, panel, ng, g0, acts, o, os, rows, g0 > 0, p); break;
-        default: lk_q8_gemm_tile(1, panel, ng, g0, acts, o, os, rows, g0 > 0, p); break;
+        case 4: lk_q8_gemm_tile(4, panel, nsb, s0, acts, o, os, rows, s0 > 0, p); break;
+        case 3: lk_q8_gemm_tile(3, panel, nsb, s0, acts, o, os, rows, s0 > 0, p); break;
+        case 2: lk_q8_gemm_tile(2, panel, nsb, s0, acts, o, os, rows, s0 > 0, p); break;
+        default: lk_q8_gemm_tile(1, panel, nsb, s0, acts, o, os, rows, s0 > 0, p); break;
         }
     }
 }
@@ -497,29 +430,29 @@ LK_INLINE void lk_q8_gemm_panel(int type, const uint8_t *W, size_t ws, int64_t n
 static void lk_q8_gemm(int type, const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
                        float *out, int64_t os, int64_t row_begin, int64_t row_end) {
     const uint8_t *w = (const uint8_t *)W;
-    const int64_t groups = (n / 32 + 3) / 4;
-    _Alignas(64) lk_q8_panel panel[LK_GEMM_KC_GROUPS * LK_GEMM_RM];
-    const int64_t block = lk_batch_block(LK_GEMM_KC_GROUPS * 128, LK_GEMM_RN, 1 << 20);
+    const int64_t nsb = (n / 32 + 15) / 16;
+    _Alignas(64) lk_sb_weights panel[LK_CHUNK_SB * LK_GEMM_RM];
+    const int64_t block = lk_batch_block(LK_CHUNK_SB * 512, LK_GEMM_RN, 1 << 20);
     for (int64_t bb = 0; bb < nbatch; bb += block) {
         const int64_t bend = nbatch - bb < block ? nbatch : bb + block;
         if (bend - bb >= LK_GEMM_CHUNK_OUTER_ROWS) {
             // Many activation rows: a chunk of the block stays in L2 while every row tile of the
             // range streams its weights past it. Each output still adds its chunks in order.
-            for (int64_t g0 = 0; g0 < groups; g0 += LK_GEMM_KC_GROUPS) {
+            for (int64_t s0 = 0; s0 < nsb; s0 += LK_CHUNK_SB) {
                 for (int64_t r0 = row_begin; r0 < row_end; r0 += LK_GEMM_RM) {
-                    int64_t nr0 = r0 + LK_GEMM_RM, ng0 = g0;
-                    if (nr0 >= row_end) { nr0 = row_begin; ng0 = g0 + LK_GEMM_KC_GROUPS; }
-                    lk_q8_gemm_panel(type, w, ws, n, xq, xs, bb, bend, out, os, row_end, r0, g0, nr0, ng0, panel);
+                    int64_t nr0 = r0 + LK_GEMM_RM, ns0 = s0;
+                    if (nr0 >= row_end) { nr0 = row_begin; ns0 = s0 + LK_CHUNK_SB; }
+                    lk_q8_gemm_panel(type, w, ws, n, xq, xs, bb, bend, out, os, row_end, r0, s0, nr0, ns0, panel);
                 }
             }
         } else {
             // A few activation rows (they stay in L1): each row tile's chunks in turn, so that
             // its weights stream in order.
             for (int64_t r0 = row_begin; r0 < row_end; r0 += LK_GEMM_RM) {
-                for (int64_t g0 = 0; g0 < groups; g0 += LK_GEMM_KC_GROUPS) {
-                    int64_t nr0 = r0, ng0 = g0 + LK_GEMM_KC_GROUPS;
-                    if (ng0 >= groups) { nr0 = r0 + LK_GEMM_RM; ng0 = 0; }
-                    lk_q8_gemm_panel(type, w, ws, n, xq, xs, bb, bend, out, os, row_end, r0, g0, nr0, ng0, panel);
+                for (int64_t s0 = 0; s0 < nsb; s0 += LK_CHUNK_SB) {
+                    int64_t nr0 = r0, ns0 = s0 + LK_CHUNK_SB;
+                    if (ns0 >= nsb) { nr0 = r0 + LK_GEMM_RM; ns0 = 0; }
+                    lk_q8_gemm_panel(type, w, ws, n, xq, xs, bb, bend, out, os, row_end, r0, s0, nr0, ns0, panel);
                 }
             }
         }
@@ -527,45 +460,23 @@ static void lk_q8_gemm(int type, const void *W, size_t ws, int64_t n, const void
 }
 
 // Batches up to this size use the matrix-vector kernel per activation row
-// (Q4_K, Q6_K and float weights; Q4_0 and Q8_0 use it for one row only).
+// (Q4_K, Q6_K and float weights).
 #define LK_GEMV_MAX_BATCH 3
 
 static void matmul_q4_0_avx512(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
                                float *out, int64_t os, int64_t row_begin, int64_t row_end) {
-    if (nbatch > LK_MULTI_NB) {
+    if (nbatch > LK_MULTI_NB)
         lk_q8_gemm(LK_TYPE_Q4_0, W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);
-        return;
-    }
-    if (nbatch > 1) {
+    else
         lk_q8w_multi(LK_TYPE_Q4_0, W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);
-        return;
-    }
-    for (int64_t b = 0; b < nbatch; b++) {
-        lk_q8_act a = lk_q8_act_at((const uint8_t *)xq + (size_t)b * xs, n);
-        float *o = out + b * os;
-        int64_t r = row_begin;
-        for (; r + 4 <= row_end; r += 4) lk_q4_0_gemv_rows(4, (const uint8_t *)W + (size_t)r * ws, ws, n, a, o + r);
-        for (; r < row_end; r++) lk_q4_0_gemv_rows(1, (const uint8_t *)W + (size_t)r * ws, ws, n, a, o + r);
-    }
 }
 
 static void matmul_q8_0_avx512(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
                                float *out, int64_t os, int64_t row_begin, int64_t row_end) {
-    if (nbatch > LK_MULTI_NB) {
+    if (nbatch > LK_MULTI_NB)
         lk_q8_gemm(LK_TYPE_Q8_0, W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);
-        return;
-    }
-    if (nbatch > 1) {
+    else
         lk_q8w_multi(LK_TYPE_Q8_0, W, ws, n, xq, xs, nbatch, out, os, row_begin, row_end);
-        return;
-    }
-    for (int64_t b = 0; b < nbatch; b++) {
-        lk_q8_act a = lk_q8_act_at((const uint8_t *)xq + (size_t)b * xs, n);
-        float *o = out + b * os;
-        int64_t r = row_begin;
-        for (; r + 4 <= row_end; r += 4) lk_q8_0_gemv_rows(4, (const uint8_t *)W + (size_t)r * ws, ws, n, a, o + r);
-        for (; r < row_end; r++) lk_q8_0_gemv_rows(1, (const uint8_t *)W + (size_t)r * ws, ws, n, a, o + r);
-    }
 }
 
 // MARK: - Q4_K and Q6_K

@@ -52,35 +52,38 @@ _Static_assert(sizeof(lk_block_q8_K) == 292, "Q8_K block size");
 // MARK: - Activation row layout
 //
 // Q8_0 activations (for Q4_0 and Q8_0 weights), with nb = n / 32 blocks in
-// G = ceil(nb / 4) groups of four:
-//   - nb GGML Q8_0 blocks;
-//   - at the next 64-byte boundary, a copy of the quants for 512-bit loads: each
-//     group of four blocks b0..b3 is stored as 128 bytes [b0 0..15, b1 0..15,
-//     b2 0..15, b3 0..15, b0 16..31, b1 16..31, b2 16..31, b3 16..31], the order
-//     in which Q4_0 nibbles unpack;
-//   - 4G float block scales;
-//   - 16G int32 lane sums: for the 32-bit lane 4k + m of group g (k, m in
-//     0..3), the sum of quants 4m..4m+3 and 16+4m..16+4m+3 of block 4g + k,
-//     i.e. of the eight quants that meet in that lane of both 512-bit halves.
-// Blocks past nb in the last group are zero everywhere.
+// G = ceil(nb / 4) groups of four and S = ceil(G / 4) superblocks of four
+// groups (16 blocks); blocks past nb are zero everywhere:
+//   - nb GGML Q8_0 blocks (read by the AVX2 and portable kernels);
+//   - at the next 64-byte boundary, a copy of the quants for 512-bit loads,
+//     512 bytes per superblock, interleaved: 64-byte row k (0..7) of superblock
+//     s holds in its 32-bit word 4i + g quants 4k..4k+3 of block 16s + 4g + i;
+//   - 16S float block scales, 16S int32 corrections for Q4_0 weights (-8 times
+//     the block's quant sum: the nibbles are stored plus 8) and 16S for Q8_0
+//     weights (-128 times the quant sum: the kernels add 128 to make them
+//     unsigned), each in the same order: entry 16s + 4i + g belongs to block
+//     16s + 4g + i.
 //
 // Q8_K activations (for Q4_K and Q6_K): plain GGML Q8_K blocks.
 
 static inline size_t lk_align64(size_t x) { return (x + 63) & ~(size_t)63; }
 
-static inline int64_t lk_q8_act_groups(int64_t n) { return (n / 32 + 3) / 4; }
+static inline int64_t lk_q8_act_superblocks(int64_t n) { return ((n / 32 + 3) / 4 + 3) / 4; }
 
 static inline size_t lk_q8_act_aux_offset(int64_t n) {
     return lk_align64((size_t)(n / 32) * sizeof(lk_block_q8_0));
 }
 static inline size_t lk_q8_act_scales_offset(int64_t n) {
-    return lk_q8_act_aux_offset(n) + (size_t)lk_q8_act_groups(n) * 128;
+    return lk_q8_act_aux_offset(n) + (size_t)lk_q8_act_superblocks(n) * 512;
 }
-static inline size_t lk_q8_act_sums_offset(int64_t n) {
-    return lk_q8_act_scales_offset(n) + (size_t)lk_q8_act_groups(n) * 4 * sizeof(float);
+static inline size_t lk_q8_act_corr4_offset(int64_t n) {
+    return lk_q8_act_scales_offset(n) + (size_t)lk_q8_act_superblocks(n) * 16 * sizeof(float);
+}
+static inline size_t lk_q8_act_corr8_offset(int64_t n) {
+    return lk_q8_act_corr4_offset(n) + (size_t)lk_q8_act_superblocks(n) * 16 * sizeof(int32_t);
 }
 static inline size_t lk_q8_act_size(int64_t n) {
-    return lk_align64(lk_q8_act_sums_offset(n) + (size_t)lk_q8_act_groups(n) * 16 * sizeof(int32_t));
+    return lk_align64(lk_q8_act_corr8_offset(n) + (size_t)lk_q8_act_superblocks(n) * 16 * sizeof(int32_t));
 }
 
 // MARK: - Scalar half and bfloat conversions

@@ -396,22 +396,25 @@ void lk_quantize_activations(int weight_type, const float *x, void *dst, int64_t
         uint8_t *base = (uint8_t *)dst;
         int8_t *aux = (int8_t *)(base + lk_q8_act_aux_offset(n));
         float *scales = (float *)(base + lk_q8_act_scales_offset(n));
-        int32_t *sums = (int32_t *)(base + lk_q8_act_sums_offset(n));
-        int64_t groups = lk_q8_act_groups(n);
-        memset(aux, 0, (size_t)groups * 128);
-        memset(scales, 0, (size_t)groups * 4 * sizeof(float));
-        memset(sums, 0, (size_t)groups * 16 * sizeof(int32_t));
+        int32_t *corr4 = (int32_t *)(base + lk_q8_act_corr4_offset(n));
+        int32_t *corr8 = (int32_t *)(base + lk_q8_act_corr8_offset(n));
+        int64_t superblocks = lk_q8_act_superblocks(n);
+        memset(aux, 0, (size_t)superblocks * 512);
+        memset(scales, 0, (size_t)superblocks * 16 * sizeof(float));
+        memset(corr4, 0, (size_t)superblocks * 16 * sizeof(int32_t));
+        memset(corr8, 0, (size_t)superblocks * 16 * sizeof(int32_t));
         for (int64_t i = 0; i < nb; i++) {
             const int8_t *q = blocks[i].qs;
-            for (int m = 0; m < 4; m++) {
-                int32_t sum = 0;
-                for (int j = 4 * m; j < 4 * m + 4; j++) sum += q[j] + q[16 + j];
-                sums[(i / 4) * 16 + (i % 4) * 4 + m] = sum;
-            }
-            scales[i] = lk_half_to_float(blocks[i].d);
-            int8_t *g = aux + (i / 4) * 128 + (i % 4) * 16;
-            memcpy(g, q, 16);
-            memcpy(g + 64, q + 16, 16);
+            int32_t sum = 0;
+            for (int j = 0; j < 32; j++) sum += q[j];
+            // Transposed order: block 16s + 4g + k at entry 16s + 4k + g.
+            int64_t at = (i / 16) * 16 + (i % 4) * 4 + (i % 16) / 4;
+            scales[at] = lk_half_to_float(blocks[i].d);
+            corr4[at] = -8 * sum;
+            corr8[at] = -128 * sum;
+            // Interleaved: 32-bit word k (quants 4k..4k+3) at word `at` of the superblock's row k.
+            int8_t *sb = aux + (i / 16) * 512 + 4 * (at % 16);
+            for (int k = 0; k < 8; k++) memcpy(sb + 64 * k, q + 4 * k, 4);
         }
         break;
     }
