@@ -59,6 +59,7 @@ public final class Coordinator: CompletionBackend, @unchecked Sendable {
     private var statusSnapshot: [WorkerStatus] = []
     private var readySnapshot = false
     private var missingSnapshot: [String] = []
+    private var peakInFlightSnapshot = 0
     private var metricsSnapshot = BackendMetrics()
     private var wakeSender: ZMQSocket
     private let wakeAddress: String
@@ -177,6 +178,10 @@ public final class Coordinator: CompletionBackend, @unchecked Sendable {
     /// Names of workers that stopped answering.
     public var missingWorkers: [String] { lock.withLock { missingSnapshot } }
 
+    /// The most frames that were in the pipeline at once since the start (at most the
+    /// manifest's `frames_in_flight`, by default one per worker).
+    public var peakFramesInFlight: Int { lock.withLock { peakInFlightSnapshot } }
+
     // MARK: - Exchange with the scheduler thread
 
     fileprivate func takeIncoming() -> (requests: [RequestState], cancelled: Set<Int>) {
@@ -197,6 +202,7 @@ public final class Coordinator: CompletionBackend, @unchecked Sendable {
             statusSnapshot = statuses
             readySnapshot = ready
             missingSnapshot = missing
+            peakInFlightSnapshot = s.peakInFlight
             metricsSnapshot = metrics
             metricsSnapshot.queueLength += incoming.count
         }
@@ -289,6 +295,7 @@ final class Scheduler {
     var active: [RequestState] = []
     var freeSlots: [Int32]
     var inFlight: [UInt64: [(request: RequestState, row: Int)]] = [:]
+    var peakInFlight = 0
     var sentAt: [UInt64: Double] = [:]
     var roundRobin = 0
     var recentTokens: [(time: Double, count: Int)] = []
@@ -695,6 +702,7 @@ final class Scheduler {
                 return
             }
             inFlight[frame.stepID] = rows
+            peakInFlight = max(peakInFlight, inFlight.count)
             sentAt[frame.stepID] = now
         }
     }

@@ -52,6 +52,37 @@ struct ClusterTests {
         #expect(cluster.coordinator.metrics().requestsTotal == 16)
     }
 
+    /// Six requests at once, each prompt sent in several frames (batch 4): with room for one
+    /// frame the pipeline never holds two; by default (one frame per worker) it holds at most
+    /// two. Either way every request gets what it gets alone.
+    @Test("the coordinator keeps to frames_in_flight", arguments: [1, nil] as [Int?])
+    func framesInFlightLimit(limit: Int?) async throws {
+        let cluster = try LocalCluster(workers: ["a", "b"], maxSequences: 6, batch: 4, framesInFlight: limit)
+        defer { cluster.stop() }
+        try cluster.startWorker("a")
+        try cluster.startWorker("b")
+        try cluster.waitReady()
+        let jobs = (0..<6).map { i in (Self.prompts[i % 3] + [Int32(29871 + i)], 6) }
+        var alone: [[Int32]] = []
+        for (p, n) in jobs { alone.append(try await cluster.complete(p, maxTokens: n)) }
+        #expect(cluster.coordinator.peakFramesInFlight >= 1)
+        let together = try await withThrowingTaskGroup(of: (Int, [Int32]).self) { group in
+            for (i, (p, n)) in jobs.enumerated() {
+                group.addTask { (i, try await cluster.complete(p, maxTokens: n)) }
+            }
+            var out = [[Int32]](repeating: [], count: jobs.count)
+            for try await (i, t) in group { out[i] = t }
+            return out
+        }
+        #expect(together == alone)
+        #expect(cluster.coordinator.peakFramesInFlight <= (limit ?? 2))
+        if limit == nil {
+            // Six requests' prompts in frames of four tokens: a second frame always has tokens
+            // to carry while the first is out.
+            #expect(cluster.coordinator.peakFramesInFlight == 2)
+        }
+    }
+
     @Test("a worker without the model file gets its layers from the coordinator")
     func streamedWeights() async throws {
         let cluster = try LocalCluster(workers: ["local", "streamed"])
