@@ -179,8 +179,7 @@ struct Bench: ParsableCommand {
 
     /// Runs `concurrency` streaming completions at once, each on its own thread.
     private func runStreams(endpoint: String, prompt: String, parameters: SamplingParameters) throws -> [StreamTiming] {
-        let lock = NSLock()
-        var results = [Result<StreamTiming, Error>]()
+        let results = Collected<Result<StreamTiming, Error>>()
         let group = DispatchGroup()
         let maxTokens = genTokens
         let roundStart = now()
@@ -198,14 +197,12 @@ struct Bench: ParsableCommand {
                                         firstTokenSeconds: firstAt, decodeSeconds: (arrivals.last ?? end) - firstAt,
                                         arrivals: arrivals)
                 }
-                lock.lock()
                 results.append(outcome)
-                lock.unlock()
                 group.leave()
             }.start()
         }
         group.wait()
-        return try results.map { try $0.get() }
+        return try results.all.map { try $0.get() }
     }
 
     /// Bytes of an encoded activation message carrying `tokens` tokens of `width`.
@@ -284,4 +281,13 @@ private func formatTable(_ rows: [[String]]) -> String {
             return c == 0 ? cell + pad : pad + cell
         }.joined(separator: "  ")
     }.joined(separator: "\n")
+}
+
+/// Values appended from several threads.
+private final class Collected<Item>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [Item] = []
+
+    func append(_ item: Item) { lock.withLock { items.append(item) } }
+    var all: [Item] { lock.withLock { items } }
 }
