@@ -464,6 +464,10 @@ void lk_f32_to_f16(const float *src, uint16_t *dst, int64_t n) { lk_impl_current
 void lk_attention(const float *q, int64_t q_stride, int64_t nq, const float *k, const float *v, int64_t kv_stride,
                   int64_t head_dim, int64_t npos, float scale, float *scores, float *out, int64_t out_stride) {
     const lk_impl *impl = lk_impl_current();
+    if (impl->attention && head_dim % 32 == 0 && head_dim <= 256) {
+        impl->attention(q, q_stride, nq, k, v, kv_stride, head_dim, npos, scale, scores, out, out_stride);
+        return;
+    }
     // Scores, one key row at a time for every query head (the row is read once from memory).
     for (int64_t p = 0; p < npos; p++) {
         const float *kp = k + p * kv_stride;
