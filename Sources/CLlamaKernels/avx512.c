@@ -1076,6 +1076,52 @@ static void f32_to_f16_avx512(const float *src, uint16_t *dst, int64_t n) {
     }
 }
 
+// MARK: - Activation encoding
+
+// lk_quantize_activations for Q4_0 and Q8_0 weights with the bytes of the portable
+// loop: the block maximum is exact, the scale and its inverse are the same scalar
+// operations, each quant is the same product rounded to nearest even (the default
+// rounding of the conversion) and truncated to 8 bits.
+static void quantize_q8_act_avx512(const float *x, void *dst, int64_t n) {
+    const int64_t nb = n / 32;
+    uint8_t *base = (uint8_t *)dst;
+    lk_block_q8_0 *blocks = (lk_block_q8_0 *)dst;
+    int8_t *aux = (int8_t *)(base + lk_q8_act_aux_offset(n));
+    float *scales = (float *)(base + lk_q8_act_scales_offset(n));
+    int32_t *corr4 = (int32_t *)(base + lk_q8_act_corr4_offset(n));
+    int32_t *corr8 = (int32_t *)(base + lk_q8_act_corr8_offset(n));
+    const int64_t superblocks = lk_q8_act_superblocks(n);
+    if (nb % 16) {
+        // Padding blocks of the last superblock are zero everywhere.
+        int64_t last = superblocks - 1;
+        memset(aux + last * 512, 0, 512);
+        memset(scales + last * 16, 0, 16 * sizeof(float));
+        memset(corr4 + last * 16, 0, 16 * sizeof(int32_t));
+        memset(corr8 + last * 16, 0, 16 * sizeof(int32_t));
+    }
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t i = 0; i < nb; i++) {
+        __m512 a = _mm512_loadu_ps(x + 32 * i), b = _mm512_loadu_ps(x + 32 * i + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, a), _mm512_andnot_ps(sign, b)));
+        float d = amax / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        __m512 vid = _mm512_set1_ps(id);
+        __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, vid)), qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, vid));
+        __m128i pa = _mm512_cvtepi32_epi8(qa), pb = _mm512_cvtepi32_epi8(qb);
+        blocks[i].d = lk_float_to_half(d);
+        _mm_storeu_si128((__m128i *)blocks[i].qs, pa);
+        _mm_storeu_si128((__m128i *)(blocks[i].qs + 16), pb);
+        // Sums of the 8-bit values (the truncation is what the quants hold).
+        int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_cvtepi8_epi32(pa), _mm512_cvtepi8_epi32(pb)));
+        int64_t at = (i / 16) * 16 + (i % 4) * 4 + (i % 16) / 4;
+        scales[at] = lk_half_to_float(blocks[i].d);
+        corr4[at] = -8 * sum;
+        corr8[at] = -128 * sum;
+        int8_t *sb = aux + (i / 16) * 512 + 4 * (at % 16);
+        for (int k = 0; k < 8; k++) memcpy(sb + 64 * k, blocks[i].qs + 4 * k, 4);
+    }
+}
+
 // MARK: - Attention
 //
 // lk_attention with each head's query (scores) or output (weighted values) held in
@@ -1153,6 +1199,7 @@ const lk_impl lk_impl_avx512 = {
     .axpy_f16 = axpy_f16_avx512,
     .f16_to_f32 = f16_to_f32_avx512,
     .f32_to_f16 = f32_to_f16_avx512,
+    .quantize_q8_act = quantize_q8_act_avx512,
     .attention = attention_avx512,
 };
 

@@ -163,6 +163,9 @@ typedef struct {
     void (*axpy_f16)(int64_t, float, const uint16_t *, float *);
     void (*f16_to_f32)(const uint16_t *, float *, int64_t);
     void (*f32_to_f16)(const float *, uint16_t *, int64_t);
+    // Optional (may be null): lk_quantize_activations for Q4_0 and Q8_0 weights, producing
+    // the same bytes as the portable loop.
+    void (*quantize_q8_act)(const float *x, void *dst, int64_t n);
     // Optional (may be null): lk_attention for head sizes that are multiples of 32 up to
     // 256, with the arithmetic of the generic loop over dot_f32 and axpy_f32.
     void (*attention)(const float *q, int64_t q_stride, int64_t nq, const float *k, const float *v,

@@ -390,6 +390,11 @@ void lk_quantize_activations(int weight_type, const float *x, void *dst, int64_t
         memcpy(dst, x, (size_t)n * sizeof(float));
         break;
     case LK_TYPE_Q4_0: case LK_TYPE_Q8_0: {
+        const lk_impl *impl = lk_impl_current();
+        if (impl->quantize_q8_act) {
+            impl->quantize_q8_act(x, dst, n);
+            break;
+        }
         int64_t nb = n / 32;
         lk_block_q8_0 *blocks = (lk_block_q8_0 *)dst;
         lk_quantize_q8_0(x, blocks, nb);

@@ -110,6 +110,41 @@ struct EncodingTests {
         #expect(relativeRMS <= rmsBound, "\(type): relative RMS error \(relativeRMS)")
     }
 
+    /// Activation encodings are the same bytes at every level (a level may encode with its own
+    /// routine), including blocks of zeros, ties between two quants, tiny and large magnitudes,
+    /// and widths that leave a partial group and superblock.
+    @Test("activation encodings are bitwise the same at every level", arguments: [GGMLType.q4_0, .q8_0, .q4_K])
+    func activationEncodingAcrossLevels(type: GGMLType) {
+        var rng = TestRandom(seed: 31 + UInt64(type.rawValue))
+        let typeId = Int32(type.rawValue)
+        for cols in type.blockSize == 256 ? [256, 768, 4096] : [32, 96, 480, 544, 4096, 11008] {
+            var x = rng.floats(cols)
+            for i in 0..<min(32, cols) { x[i] = 0 }  // a block of zeros
+            if cols >= 96 {
+                // A block whose scale makes x * (1 / d) land on halves: 127 and 63.5 * d.
+                x[64] = 127
+                for i in 65..<96 { x[i] = Float(i - 65) + 0.5 }
+            }
+            if cols >= 480 { for i in 96..<128 { x[i] *= 1e-30 } }
+            if cols >= 544 { for i in 128..<160 { x[i] *= 1e20 } }
+            let size = Int(lk_act_row_size(typeId, Int64(cols)))
+            func encode() -> [UInt8] {
+                var bytes = [UInt8](repeating: 0xAB, count: size)
+                bytes.withUnsafeMutableBytes { lk_quantize_activations(typeId, x, $0.baseAddress!, Int64(cols)) }
+                return bytes
+            }
+            KernelISA.force(.scalar)
+            let reference = encode()
+            for level in KernelISA.available {
+                KernelISA.force(level)
+                let bytes = encode()
+                let differing = zip(bytes, reference).filter { $0 != $1 }.count
+                #expect(differing == 0, "\(type) \(level) width \(cols): \(differing) bytes differ from the portable encoding")
+            }
+        }
+        KernelISA.force(KernelISA.best)
+    }
+
     @Test("half conversion matches the reference in both directions")
     func halfConversion() {
         var rng = TestRandom(seed: 3)
