@@ -12,13 +12,6 @@
 
 // MARK: - Helpers
 
-// Lane indices repeating each of four elements four times.
-#define LK_IDX_REPEAT4 _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3)
-
-LK_INLINE __m512 lk_expand4_ps(__m128 v) {
-    return _mm512_permutexvar_ps(LK_IDX_REPEAT4, _mm512_castps128_ps512(v));
-}
-
 LK_INLINE float lk_h2f(uint16_t h) { return _cvtsh_ss(h); }
 
 // Sum of the 16 lanes in a fixed order (halves, then quarters, then pairs), so
