@@ -1077,21 +1077,8 @@ static void f32_to_f16_avx512(const float *src, uint16_t *dst, int64_t n) {
 // rounding of the conversion) and truncated to 8 bits.
 static void quantize_q8_act_avx512(const float *x, void *dst, int64_t n) {
     const int64_t nb = n / 32;
-    uint8_t *base = (uint8_t *)dst;
     lk_block_q8_0 *blocks = (lk_block_q8_0 *)dst;
-    int8_t *aux = (int8_t *)(base + lk_q8_act_aux_offset(n));
-    float *scales = (float *)(base + lk_q8_act_scales_offset(n));
-    int32_t *corr4 = (int32_t *)(base + lk_q8_act_corr4_offset(n));
-    int32_t *corr8 = (int32_t *)(base + lk_q8_act_corr8_offset(n));
-    const int64_t superblocks = lk_q8_act_superblocks(n);
-    if (nb % 16) {
-        // Padding blocks of the last superblock are zero everywhere.
-        int64_t last = superblocks - 1;
-        memset(aux + last * 512, 0, 512);
-        memset(scales + last * 16, 0, 16 * sizeof(float));
-        memset(corr4 + last * 16, 0, 16 * sizeof(int32_t));
-        memset(corr8 + last * 16, 0, 16 * sizeof(int32_t));
-    }
+    lk_q8_act_clear_padding(dst, n);
     const __m512 sign = _mm512_set1_ps(-0.0f);
     for (int64_t i = 0; i < nb; i++) {
         __m512 a = _mm512_loadu_ps(x + 32 * i), b = _mm512_loadu_ps(x + 32 * i + 16);
@@ -1104,14 +1091,9 @@ static void quantize_q8_act_avx512(const float *x, void *dst, int64_t n) {
         blocks[i].d = lk_float_to_half(d);
         _mm_storeu_si128((__m128i *)blocks[i].qs, pa);
         _mm_storeu_si128((__m128i *)(blocks[i].qs + 16), pb);
-        // Sums of the 8-bit values (the truncation is what the quants hold).
+        // Sum of the 8-bit values (the truncation is what the quants hold).
         int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_cvtepi8_epi32(pa), _mm512_cvtepi8_epi32(pb)));
-        int64_t at = (i / 16) * 16 + (i % 4) * 4 + (i % 16) / 4;
-        scales[at] = lk_half_to_float(blocks[i].d);
-        corr4[at] = -8 * sum;
-        corr8[at] = -128 * sum;
-        int8_t *sb = aux + (i / 16) * 512 + 4 * (at % 16);
-        for (int k = 0; k < 8; k++) memcpy(sb + 64 * k, blocks[i].qs + 4 * k, 4);
+        lk_q8_act_place(dst, n, i, &blocks[i], sum);
     }
 }
 
@@ -1137,17 +1119,7 @@ LK_INLINE void lk_attention_head(int NV, const float *qh, const float *k, const 
         }
         s[p] = lk_hsum512(_mm512_add_ps(acc0, acc1)) * scale;
     }
-    float max = -INFINITY;
-    for (int64_t p = 0; p < npos; p++)
-        if (s[p] > max) max = s[p];
-    float sum = 0;
-    for (int64_t p = 0; p < npos; p++) {
-        float e = expf(s[p] - max);
-        s[p] = e;
-        sum += e;
-    }
-    float inv = 1 / sum;
-    for (int64_t p = 0; p < npos; p++) s[p] *= inv;
+    lk_softmax(s, npos);
     for (int j = 0; j < NV; j++) r[j] = _mm512_setzero_ps();
     for (int64_t p = 0; p < npos; p++) {
         const float *vp = v + p * kv_stride;

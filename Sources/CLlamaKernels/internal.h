@@ -147,6 +147,50 @@ static inline void lk_q4_K_scale_min(int j, const uint8_t *q, uint8_t *scale, ui
     }
 }
 
+// MARK: - Shared by the portable and vector paths
+
+// Clears what the blocks of an activation row (n / 32 of them) leave untouched:
+// the padding entries of its last superblock.
+static inline void lk_q8_act_clear_padding(void *row, int64_t n) {
+    const int64_t nb = n / 32;
+    if (nb % 16 == 0) return;
+    uint8_t *base = (uint8_t *)row;
+    const int64_t last = lk_q8_act_superblocks(n) - 1;
+    memset(base + lk_q8_act_aux_offset(n) + last * 512, 0, 512);
+    memset(base + lk_q8_act_scales_offset(n) + last * 64, 0, 64);
+    memset(base + lk_q8_act_corr4_offset(n) + last * 64, 0, 64);
+    memset(base + lk_q8_act_corr8_offset(n) + last * 64, 0, 64);
+}
+
+// Copies Q8_0 block i of an activation row (its quants summing to `sum`) into the
+// interleaved quants, scales and corrections of the row (layout above).
+static inline void lk_q8_act_place(void *row, int64_t n, int64_t i, const lk_block_q8_0 *block, int32_t sum) {
+    uint8_t *base = (uint8_t *)row;
+    const int64_t at = (i / 16) * 16 + (i % 4) * 4 + (i % 16) / 4;  // block 16s + 4g + k at 16s + 4k + g
+    ((float *)(base + lk_q8_act_scales_offset(n)))[at] = lk_half_to_float(block->d);
+    ((int32_t *)(base + lk_q8_act_corr4_offset(n)))[at] = -8 * sum;
+    ((int32_t *)(base + lk_q8_act_corr8_offset(n)))[at] = -128 * sum;
+    // 32-bit word k (quants 4k..4k+3) at word `at` of the superblock's row k.
+    int8_t *sb = (int8_t *)(base + lk_q8_act_aux_offset(n)) + (i / 16) * 512 + 4 * (at % 16);
+    for (int k = 0; k < 8; k++) memcpy(sb + 64 * k, block->qs + 4 * k, 4);
+}
+
+// Softmax of s[0..n) in place: exponentials of the differences from the maximum,
+// summed in order, then scaled by the inverse of the sum.
+static inline void lk_softmax(float *s, int64_t n) {
+    float max = -INFINITY;
+    for (int64_t p = 0; p < n; p++)
+        if (s[p] > max) max = s[p];
+    float sum = 0;
+    for (int64_t p = 0; p < n; p++) {
+        float e = expf(s[p] - max);
+        s[p] = e;
+        sum += e;
+    }
+    float inv = 1 / sum;
+    for (int64_t p = 0; p < n; p++) s[p] *= inv;
+}
+
 // MARK: - Per-instruction-set implementations
 
 typedef void (*lk_matmul_fn)(const void *W, size_t w_row_stride, int64_t ncols,

@@ -398,28 +398,11 @@ void lk_quantize_activations(int weight_type, const float *x, void *dst, int64_t
         int64_t nb = n / 32;
         lk_block_q8_0 *blocks = (lk_block_q8_0 *)dst;
         lk_quantize_q8_0(x, blocks, nb);
-        uint8_t *base = (uint8_t *)dst;
-        int8_t *aux = (int8_t *)(base + lk_q8_act_aux_offset(n));
-        float *scales = (float *)(base + lk_q8_act_scales_offset(n));
-        int32_t *corr4 = (int32_t *)(base + lk_q8_act_corr4_offset(n));
-        int32_t *corr8 = (int32_t *)(base + lk_q8_act_corr8_offset(n));
-        int64_t superblocks = lk_q8_act_superblocks(n);
-        memset(aux, 0, (size_t)superblocks * 512);
-        memset(scales, 0, (size_t)superblocks * 16 * sizeof(float));
-        memset(corr4, 0, (size_t)superblocks * 16 * sizeof(int32_t));
-        memset(corr8, 0, (size_t)superblocks * 16 * sizeof(int32_t));
+        lk_q8_act_clear_padding(dst, n);
         for (int64_t i = 0; i < nb; i++) {
-            const int8_t *q = blocks[i].qs;
             int32_t sum = 0;
-            for (int j = 0; j < 32; j++) sum += q[j];
-            // Transposed order: block 16s + 4g + k at entry 16s + 4k + g.
-            int64_t at = (i / 16) * 16 + (i % 4) * 4 + (i % 16) / 4;
-            scales[at] = lk_half_to_float(blocks[i].d);
-            corr4[at] = -8 * sum;
-            corr8[at] = -128 * sum;
-            // Interleaved: 32-bit word k (quants 4k..4k+3) at word `at` of the superblock's row k.
-            int8_t *sb = aux + (i / 16) * 512 + 4 * (at % 16);
-            for (int k = 0; k < 8; k++) memcpy(sb + 64 * k, q + 4 * k, 4);
+            for (int j = 0; j < 32; j++) sum += blocks[i].qs[j];
+            lk_q8_act_place(dst, n, i, &blocks[i], sum);
         }
         break;
     }
@@ -480,18 +463,7 @@ void lk_attention(const float *q, int64_t q_stride, int64_t nq, const float *k, 
     }
     // Softmax of each head's scores; the weights replace them.
     for (int64_t h = 0; h < nq; h++) {
-        float *s = scores + h * npos;
-        float max = -INFINITY;
-        for (int64_t p = 0; p < npos; p++)
-            if (s[p] > max) max = s[p];
-        float sum = 0;
-        for (int64_t p = 0; p < npos; p++) {
-            float e = expf(s[p] - max);
-            s[p] = e;
-            sum += e;
-        }
-        float inv = 1 / sum;
-        for (int64_t p = 0; p < npos; p++) s[p] *= inv;
+        lk_softmax(scores + h * npos, npos);
         memset(out + h * out_stride, 0, (size_t)head_dim * sizeof(float));
     }
     // Weighted values, one value row at a time for every head; each head's output still
