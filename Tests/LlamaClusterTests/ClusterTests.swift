@@ -38,16 +38,7 @@ struct ClusterTests {
         try cluster.waitReady()
         var jobs: [([Int32], Int)] = []
         for i in 0..<8 { jobs.append((Self.prompts[i % 3] + [Int32(29871 + i)], 12 + i)) }
-        var alone: [[Int32]] = []
-        for (p, n) in jobs { alone.append(try await cluster.complete(p, maxTokens: n)) }
-        let together = try await withThrowingTaskGroup(of: (Int, [Int32]).self) { group in
-            for (i, (p, n)) in jobs.enumerated() {
-                group.addTask { (i, try await cluster.complete(p, maxTokens: n)) }
-            }
-            var out = [[Int32]](repeating: [], count: jobs.count)
-            for try await (i, t) in group { out[i] = t }
-            return out
-        }
+        let (alone, together) = try await cluster.completeAloneThenTogether(jobs)
         #expect(together == alone)
         #expect(cluster.coordinator.metrics().requestsTotal == 16)
     }
@@ -63,17 +54,8 @@ struct ClusterTests {
         try cluster.startWorker("b")
         try cluster.waitReady()
         let jobs = (0..<6).map { i in (Self.prompts[i % 3] + [Int32(29871 + i)], 6) }
-        var alone: [[Int32]] = []
-        for (p, n) in jobs { alone.append(try await cluster.complete(p, maxTokens: n)) }
+        let (alone, together) = try await cluster.completeAloneThenTogether(jobs)
         #expect(cluster.coordinator.peakFramesInFlight >= 1)
-        let together = try await withThrowingTaskGroup(of: (Int, [Int32]).self) { group in
-            for (i, (p, n)) in jobs.enumerated() {
-                group.addTask { (i, try await cluster.complete(p, maxTokens: n)) }
-            }
-            var out = [[Int32]](repeating: [], count: jobs.count)
-            for try await (i, t) in group { out[i] = t }
-            return out
-        }
         #expect(together == alone)
         #expect(cluster.coordinator.peakFramesInFlight <= (limit ?? 2))
         if limit == nil {

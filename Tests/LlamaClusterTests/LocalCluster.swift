@@ -96,6 +96,21 @@ final class LocalCluster: @unchecked Sendable {
         }
         return tokens
     }
+
+    /// Runs the jobs one after another, then all at once; returns both results in job order.
+    func completeAloneThenTogether(_ jobs: [([Int32], Int)]) async throws -> (alone: [[Int32]], together: [[Int32]]) {
+        var alone: [[Int32]] = []
+        for (p, n) in jobs { alone.append(try await complete(p, maxTokens: n)) }
+        let together = try await withThrowingTaskGroup(of: (Int, [Int32]).self) { group in
+            for (i, (p, n)) in jobs.enumerated() {
+                group.addTask { (i, try await self.complete(p, maxTokens: n)) }
+            }
+            var out = [[Int32]](repeating: [], count: jobs.count)
+            for try await (i, t) in group { out[i] = t }
+            return out
+        }
+        return (alone, together)
+    }
 }
 
 extension SamplingParameters {
