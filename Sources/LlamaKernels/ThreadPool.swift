@@ -109,6 +109,8 @@ private final class PoolState: @unchecked Sendable {
 
     static func generation(of cursorValue: Int) -> Int { cursorValue >> 32 }
     static func chunk(of cursorValue: Int) -> Int { cursorValue & 0xffff_ffff }
+    /// Chunk value of a finished loop: above every chunk count, so no worker takes it.
+    static let closed = 0xffff_ffff
 
     /// Owner side of one loop.
     func run(count: Int, body: @escaping (Int) -> Void) {
@@ -118,7 +120,9 @@ private final class PoolState: @unchecked Sendable {
         self.count = count
         self.chunkSize = size
         let chunkTotal = (count + size - 1) / size
-        chunkCount.store(chunkTotal, ordering: .relaxed)
+        // Releasing: a worker that reads this count (acquiring) also sees the previous
+        // loop's closing store below, so it cannot take a chunk of that loop with it.
+        chunkCount.store(chunkTotal, ordering: .releasing)
         finishedChunks.store(0, ordering: .relaxed)
 
         let nextGeneration = (Self.generation(of: cursor.load(ordering: .relaxed)) + 1) & 0x7fff_ffff
@@ -137,6 +141,11 @@ private final class PoolState: @unchecked Sendable {
             if spins < 1 << 16 { lk_cpu_relax() } else { sched_yield() }
         }
         self.body = nil
+        // Close the loop: a worker still holding its last cursor value (every chunk taken)
+        // would otherwise, once the next loop's larger chunk count is stored but before its
+        // generation is published, win the compare-exchange and run a chunk of the next loop
+        // under this loop's generation, twice counted.
+        cursor.store(nextGeneration << 32 | Self.closed, ordering: .sequentiallyConsistent)
     }
 
     /// Takes and runs chunks of `generation` until none is left.
@@ -145,7 +154,7 @@ private final class PoolState: @unchecked Sendable {
         while true {
             if Self.generation(of: current) != generation { return }
             let chunk = Self.chunk(of: current)
-            if chunk >= chunkCount.load(ordering: .relaxed) { return }
+            if chunk >= chunkCount.load(ordering: .acquiring) { return }
             let (exchanged, original) = cursor.compareExchange(
                 expected: current, desired: current + 1,
                 successOrdering: .acquiring, failureOrdering: .acquiring)
