@@ -316,7 +316,9 @@ static void lk_build_panels(int type, const uint8_t *W, size_t ws, int64_t nb, i
 
 // The next panel's weights (superblock s of its row r at base + r * ws + s *
 // sb_bytes), prefetched while a tile computes so that building it does not wait
-// on memory.
+// on memory. Into L2 (hint T2): the L1 has too few line-fill buffers for a
+// panel's worth of misses, and T0 measured 3-9 % slower at batch 8 streaming
+// weights from memory.
 typedef struct {
     const uint8_t *base;
     size_t ws;
@@ -327,8 +329,12 @@ typedef struct {
 
 // Rows [0, rows) of the panel over its superblocks [0, nsb) times activation
 // rows acts[0..RN), two weight rows at a time (each activation load feeds both),
-// their superblocks in order: only 2 x RN accumulators and two superblocks of
-// weights are live. Same arithmetic as lk_sb_dot.
+// their superblocks in order. Within a superblock the eight weight words are the
+// outer loop, so the 2 x RN integer sums advance side by side (each dot product
+// waits on one issued 2 x RN products earlier, not on the one just before) and
+// the weights are read from the panel (L1) as they are needed instead of held
+// in registers. Same arithmetic, in the same order, as lk_sb_dot. Measured
+// single-threaded at batch 8 with the data in cache: 70 -> 101 GMAC/s.
 LK_INLINE void lk_q8_gemm_tile(int RN, const lk_sb_weights *panel, int64_t nsb, int64_t s0,
                                const lk_q8_act *acts, float *out, int64_t out_row_stride, int rows, int accumulate,
                                const lk_panel_prefetch *next) {
@@ -340,25 +346,29 @@ LK_INLINE void lk_q8_gemm_tile(int RN, const lk_sb_weights *panel, int64_t nsb, 
             if (next && s < next->sbs) {
                 for (int rr = r; rr < r + 2 && rr < next->rows; rr++) {
                     const char *line = (const char *)next->base + (size_t)rr * next->ws + (size_t)s * next->sb_bytes;
-                    for (int k = 0; k < next->sb_bytes + 63; k += 64) _mm_prefetch(line + k, _MM_HINT_T0);
+                    for (int k = 0; k < next->sb_bytes + 63; k += 64) _mm_prefetch(line + k, _MM_HINT_T2);
                 }
             }
             // Rows past `rows` in the panel are zero: computed, never stored.
             const lk_sb_weights *w0 = panel + s * LK_GEMM_RM + r, *w1 = w0 + 1;
-            __m512i q0[8], q1[8];
-            for (int k = 0; k < 8; k++) { q0[k] = w0->q[k]; q1[k] = w1->q[k]; }
+            __m512i t0[LK_GEMM_RN], t1[LK_GEMM_RN];
+#pragma clang loop unroll(full)
+            for (int b = 0; b < RN; b++) t0[b] = t1[b] = _mm512_loadu_si512(acts[b].corr + 16 * (s0 + s));
+#pragma clang loop unroll(full)
+            for (int k = 0; k < 8; k++) {
+                __m512i q0 = _mm512_load_si512(&w0->q[k]), q1 = _mm512_load_si512(&w1->q[k]);
+#pragma clang loop unroll(full)
+                for (int b = 0; b < RN; b++) {
+                    __m512i a = _mm512_loadu_si512(acts[b].quants + 512 * (s0 + s) + 64 * k);
+                    t0[b] = _mm512_dpbusd_epi32(t0[b], q0, a);
+                    t1[b] = _mm512_dpbusd_epi32(t1[b], q1, a);
+                }
+            }
 #pragma clang loop unroll(full)
             for (int b = 0; b < RN; b++) {
-                const int8_t *q = acts[b].quants + 512 * (s0 + s);
-                __m512i t0 = _mm512_loadu_si512(acts[b].corr + 16 * (s0 + s)), t1 = t0;
-                for (int k = 0; k < 8; k++) {
-                    __m512i a = _mm512_loadu_si512(q + 64 * k);
-                    t0 = _mm512_dpbusd_epi32(t0, q0[k], a);
-                    t1 = _mm512_dpbusd_epi32(t1, q1[k], a);
-                }
                 __m512 da = _mm512_loadu_ps(acts[b].scales + 16 * (s0 + s));
-                acc0[b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t0), _mm512_mul_ps(w0->dw, da), acc0[b]);
-                acc1[b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t1), _mm512_mul_ps(w1->dw, da), acc1[b]);
+                acc0[b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t0[b]), _mm512_mul_ps(w0->dw, da), acc0[b]);
+                acc1[b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t1[b]), _mm512_mul_ps(w1->dw, da), acc1[b]);
             }
         }
         for (int b = 0; b < RN; b++) {
