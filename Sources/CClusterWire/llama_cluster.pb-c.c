@@ -1153,7 +1153,7 @@ const ProtobufCMessageDescriptor llama_cluster__model_hyperparameters__descripto
   (ProtobufCMessageInit) llama_cluster__model_hyperparameters__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor llama_cluster__shard_assignment__field_descriptors[12] =
+static const ProtobufCFieldDescriptor llama_cluster__shard_assignment__field_descriptors[13] =
 {
   {
     "layer_begin",
@@ -1299,6 +1299,18 @@ static const ProtobufCFieldDescriptor llama_cluster__shard_assignment__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "kv_cache_dtype",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__ShardAssignment, kv_cache_dtype),
+    &llama_cluster__kvcache_dtype__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned llama_cluster__shard_assignment__field_indices_by_name[] = {
   3,   /* field[3] = activation_dtype */
@@ -1306,6 +1318,7 @@ static const unsigned llama_cluster__shard_assignment__field_indices_by_name[] =
   10,   /* field[10] = epoch */
   9,   /* field[9] = hyperparameters */
   6,   /* field[6] = input */
+  12,   /* field[12] = kv_cache_dtype */
   0,   /* field[0] = layer_begin */
   1,   /* field[1] = layer_end */
   11,   /* field[11] = max_batch */
@@ -1317,7 +1330,7 @@ static const unsigned llama_cluster__shard_assignment__field_indices_by_name[] =
 static const ProtobufCIntRange llama_cluster__shard_assignment__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor llama_cluster__shard_assignment__descriptor =
 {
@@ -1327,7 +1340,7 @@ const ProtobufCMessageDescriptor llama_cluster__shard_assignment__descriptor =
   "LlamaCluster__ShardAssignment",
   "llama_cluster",
   sizeof(LlamaCluster__ShardAssignment),
-  12,
+  13,
   llama_cluster__shard_assignment__field_descriptors,
   llama_cluster__shard_assignment__field_indices_by_name,
   1,  llama_cluster__shard_assignment__number_ranges,
@@ -2003,6 +2016,34 @@ const ProtobufCEnumDescriptor llama_cluster__activation_dtype__descriptor =
   llama_cluster__activation_dtype__enum_values_by_name,
   1,
   llama_cluster__activation_dtype__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue llama_cluster__kvcache_dtype__enum_values_by_number[2] =
+{
+  { "KV_CACHE_DTYPE_F16", "LLAMA_CLUSTER__KVCACHE_DTYPE__KV_CACHE_DTYPE_F16", 0 },
+  { "KV_CACHE_DTYPE_F32", "LLAMA_CLUSTER__KVCACHE_DTYPE__KV_CACHE_DTYPE_F32", 1 },
+};
+static const ProtobufCIntRange llama_cluster__kvcache_dtype__value_ranges[] = {
+{0, 0},{0, 2}
+};
+static const ProtobufCEnumValueIndex llama_cluster__kvcache_dtype__enum_values_by_name[2] =
+{
+  { "KV_CACHE_DTYPE_F16", 0 },
+  { "KV_CACHE_DTYPE_F32", 1 },
+};
+const ProtobufCEnumDescriptor llama_cluster__kvcache_dtype__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "llama_cluster.KVCacheDType",
+  "KVCacheDType",
+  "LlamaCluster__KVCacheDType",
+  "llama_cluster",
+  2,
+  llama_cluster__kvcache_dtype__enum_values_by_number,
+  2,
+  llama_cluster__kvcache_dtype__enum_values_by_name,
+  1,
+  llama_cluster__kvcache_dtype__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
 static const ProtobufCEnumValue llama_cluster__endpoint_mode__enum_values_by_number[3] =

@@ -1114,48 +1114,68 @@ static void quantize_q8_act_avx512(const float *x, void *dst, int64_t n) {
 // products, sums and FMAs in the same order as dot_f32_avx512 (two accumulators
 // taking alternate 16-element slices, then lk_hsum512) and axpy_f32_avx512 (one
 // FMA per slice into the output, rows in position order), so results are
-// bitwise those of the generic loop.
+// bitwise those of the generic loop. Rows of halves (lk_attention_f16) are
+// widened slice by slice, as dot_f16_f32_avx512 and axpy_f16_avx512 do.
 
-LK_INLINE void lk_attention_head(int NV, const float *qh, const float *k, const float *v, int64_t kv_stride,
+// Slice j (16 elements) of a cached row of floats or of halves.
+LK_INLINE __m512 lk_kv_slice(int half, const void *row, int j) {
+    return half ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + 16 * j)))
+                : _mm512_loadu_ps((const float *)row + 16 * j);
+}
+
+LK_INLINE void lk_attention_head(int NV, int half, const float *qh, const void *k, const void *v, int64_t kv_stride,
                                  int64_t npos, float scale, float *s, float *oh) {
+    const size_t row_bytes = (size_t)kv_stride * (half ? sizeof(uint16_t) : sizeof(float));
     __m512 r[16];
     for (int j = 0; j < NV; j++) r[j] = _mm512_loadu_ps(qh + 16 * j);
     for (int64_t p = 0; p < npos; p++) {
-        const float *kp = k + p * kv_stride;
+        const char *kp = (const char *)k + (size_t)p * row_bytes;
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
         for (int j = 0; j < NV; j += 2) {
-            acc0 = _mm512_fmadd_ps(r[j], _mm512_loadu_ps(kp + 16 * j), acc0);
-            acc1 = _mm512_fmadd_ps(r[j + 1], _mm512_loadu_ps(kp + 16 * j + 16), acc1);
+            acc0 = _mm512_fmadd_ps(r[j], lk_kv_slice(half, kp, j), acc0);
+            acc1 = _mm512_fmadd_ps(r[j + 1], lk_kv_slice(half, kp, j + 1), acc1);
         }
         s[p] = lk_hsum512(_mm512_add_ps(acc0, acc1)) * scale;
     }
     lk_softmax(s, npos);
     for (int j = 0; j < NV; j++) r[j] = _mm512_setzero_ps();
     for (int64_t p = 0; p < npos; p++) {
-        const float *vp = v + p * kv_stride;
+        const char *vp = (const char *)v + (size_t)p * row_bytes;
         __m512 w = _mm512_set1_ps(s[p]);
-        for (int j = 0; j < NV; j++) r[j] = _mm512_fmadd_ps(w, _mm512_loadu_ps(vp + 16 * j), r[j]);
+        for (int j = 0; j < NV; j++) r[j] = _mm512_fmadd_ps(w, lk_kv_slice(half, vp, j), r[j]);
     }
     for (int j = 0; j < NV; j++) _mm512_storeu_ps(oh + 16 * j, r[j]);
+}
+
+LK_INLINE void lk_attention_heads(int half, const float *q, int64_t q_stride, int64_t nq, const void *k,
+                                  const void *v, int64_t kv_stride, int64_t head_dim, int64_t npos, float scale,
+                                  float *scores, float *out, int64_t out_stride) {
+    for (int64_t h = 0; h < nq; h++) {
+        const float *qh = q + h * q_stride;
+        float *s = scores + h * npos, *oh = out + h * out_stride;
+        switch (head_dim / 16) {
+        case 2: lk_attention_head(2, half, qh, k, v, kv_stride, npos, scale, s, oh); break;
+        case 4: lk_attention_head(4, half, qh, k, v, kv_stride, npos, scale, s, oh); break;
+        case 6: lk_attention_head(6, half, qh, k, v, kv_stride, npos, scale, s, oh); break;
+        case 8: lk_attention_head(8, half, qh, k, v, kv_stride, npos, scale, s, oh); break;
+        case 10: lk_attention_head(10, half, qh, k, v, kv_stride, npos, scale, s, oh); break;
+        case 12: lk_attention_head(12, half, qh, k, v, kv_stride, npos, scale, s, oh); break;
+        case 14: lk_attention_head(14, half, qh, k, v, kv_stride, npos, scale, s, oh); break;
+        default: lk_attention_head(16, half, qh, k, v, kv_stride, npos, scale, s, oh); break;
+        }
+    }
 }
 
 static void attention_avx512(const float *q, int64_t q_stride, int64_t nq, const float *k, const float *v,
                              int64_t kv_stride, int64_t head_dim, int64_t npos, float scale, float *scores,
                              float *out, int64_t out_stride) {
-    for (int64_t h = 0; h < nq; h++) {
-        const float *qh = q + h * q_stride;
-        float *s = scores + h * npos, *oh = out + h * out_stride;
-        switch (head_dim / 16) {
-        case 2: lk_attention_head(2, qh, k, v, kv_stride, npos, scale, s, oh); break;
-        case 4: lk_attention_head(4, qh, k, v, kv_stride, npos, scale, s, oh); break;
-        case 6: lk_attention_head(6, qh, k, v, kv_stride, npos, scale, s, oh); break;
-        case 8: lk_attention_head(8, qh, k, v, kv_stride, npos, scale, s, oh); break;
-        case 10: lk_attention_head(10, qh, k, v, kv_stride, npos, scale, s, oh); break;
-        case 12: lk_attention_head(12, qh, k, v, kv_stride, npos, scale, s, oh); break;
-        case 14: lk_attention_head(14, qh, k, v, kv_stride, npos, scale, s, oh); break;
-        default: lk_attention_head(16, qh, k, v, kv_stride, npos, scale, s, oh); break;
-        }
-    }
+    lk_attention_heads(0, q, q_stride, nq, k, v, kv_stride, head_dim, npos, scale, scores, out, out_stride);
+}
+
+static void attention_f16_avx512(const float *q, int64_t q_stride, int64_t nq, const uint16_t *k, const uint16_t *v,
+                                 int64_t kv_stride, int64_t head_dim, int64_t npos, float scale, float *scores,
+                                 float *out, int64_t out_stride) {
+    lk_attention_heads(1, q, q_stride, nq, k, v, kv_stride, head_dim, npos, scale, scores, out, out_stride);
 }
 
 #pragma clang attribute pop
@@ -1176,6 +1196,7 @@ const lk_impl lk_impl_avx512 = {
     .f32_to_f16 = f32_to_f16_avx512,
     .quantize_q8_act = quantize_q8_act_avx512,
     .attention = attention_avx512,
+    .attention_f16 = attention_f16_avx512,
 };
 
 #endif

@@ -215,6 +215,11 @@ typedef struct {
     void (*attention)(const float *q, int64_t q_stride, int64_t nq, const float *k, const float *v,
                       int64_t kv_stride, int64_t head_dim, int64_t npos, float scale, float *scores,
                       float *out, int64_t out_stride);
+    // Optional (may be null): lk_attention_f16, the same for keys and values stored as
+    // halves, with the arithmetic of the generic loop over dot_f16_f32 and axpy_f16.
+    void (*attention_f16)(const float *q, int64_t q_stride, int64_t nq, const uint16_t *k, const uint16_t *v,
+                          int64_t kv_stride, int64_t head_dim, int64_t npos, float scale, float *scores,
+                          float *out, int64_t out_stride);
 } lk_impl;
 
 extern const lk_impl lk_impl_scalar;

@@ -99,6 +99,7 @@ func makeCShardAssignment(_ message: ShardAssignment, _ memory: CAllocations) ->
     }
     c.pointee.epoch = message.epoch
     c.pointee.max_batch = message.maxBatch
+    c.pointee.kv_cache_dtype = LlamaCluster__KVCacheDType(rawValue: message.kvCacheDType.rawValue)
     return c
 }
 
@@ -294,6 +295,9 @@ func decodeShardAssignment(_ c: UnsafeMutablePointer<LlamaCluster__ShardAssignme
     guard let dtype = ActivationDType(rawValue: m.activation_dtype.rawValue) else {
         throw WireError.invalidEnumValue(field: "shard_assignment.activation_dtype", value: m.activation_dtype.rawValue)
     }
+    guard let kvCache = KVCacheDType(rawValue: m.kv_cache_dtype.rawValue) else {
+        throw WireError.invalidEnumValue(field: "shard_assignment.kv_cache_dtype", value: m.kv_cache_dtype.rawValue)
+    }
     var hyperparameters: ModelHyperparameters?
     if let h = m.hyperparameters?.pointee {
         hyperparameters = ModelHyperparameters(
@@ -314,7 +318,8 @@ func decodeShardAssignment(_ c: UnsafeMutablePointer<LlamaCluster__ShardAssignme
         streamWeights: m.stream_weights != 0,
         hyperparameters: hyperparameters,
         epoch: m.epoch,
-        maxBatch: m.max_batch)
+        maxBatch: m.max_batch,
+        kvCacheDType: kvCache)
 }
 
 func decodeReady(_ c: UnsafeMutablePointer<LlamaCluster__Ready>) throws -> Ready {

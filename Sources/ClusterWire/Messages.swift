@@ -105,6 +105,14 @@ public struct ModelHyperparameters: Equatable, Sendable {
     }
 }
 
+/// How a worker's KV cache stores keys and values.
+public enum KVCacheDType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
+    case f16 = 0
+    case f32 = 1
+
+    public var description: String { self == .f16 ? "f16" : "f32" }
+}
+
 /// Coordinator → worker: the layers a worker runs and how its pipeline sockets are wired.
 ///
 /// Decoding guarantees `layerBegin < layerEnd`.
@@ -129,12 +137,16 @@ public struct ShardAssignment: Equatable, Sendable {
     public var epoch: UInt32
     /// Most tokens in one frame.
     public var maxBatch: UInt32
+    /// How the worker's KV cache stores keys and values.
+    public var kvCacheDType: KVCacheDType
 
     public init(
         layerBegin: UInt32, layerEnd: UInt32, modelFingerprint: String, activationDType: ActivationDType,
         maxSequences: UInt32, contextLength: UInt32, input: PipelineEndpoint, output: PipelineEndpoint,
-        streamWeights: Bool, hyperparameters: ModelHyperparameters? = nil, epoch: UInt32 = 0, maxBatch: UInt32 = 512
+        streamWeights: Bool, hyperparameters: ModelHyperparameters? = nil, epoch: UInt32 = 0, maxBatch: UInt32 = 512,
+        kvCacheDType: KVCacheDType = .f16
     ) {
+        self.kvCacheDType = kvCacheDType
         self.epoch = epoch
         self.maxBatch = maxBatch
         self.layerBegin = layerBegin

@@ -1,4 +1,5 @@
 import Foundation
+import LlamaModel
 import Yams
 
 /// A problem in a cluster manifest, naming the field.
@@ -25,6 +26,7 @@ public enum ActivationType: String, Sendable, Codable {
 /// model: /models/llama-2-70b.Q4_0.gguf
 /// coordinator: { control: "tcp://0.0.0.0:5555", http: "0.0.0.0:8080", threads: 2 }
 /// activations: f16        # or f32
+/// kv_cache: f16           # or f32: how workers store keys and values
 /// max_sequences: 8
 /// context: 4096
 /// heartbeat_timeout: 5    # seconds without a heartbeat before a worker counts as missing
@@ -53,6 +55,8 @@ public struct ClusterManifest: Sendable, Equatable {
     public var httpPort: Int
     public var coordinatorThreads: Int?
     public var activations: ActivationType
+    /// How every worker's KV cache stores keys and values.
+    public var kvCache: KVCacheType
     public var maxSequences: Int
     /// Context length (nil: the model's).
     public var context: Int?
@@ -69,13 +73,14 @@ public struct ClusterManifest: Sendable, Equatable {
     public init(model: String, controlAddress: String = "tcp://127.0.0.1:5555", httpHost: String = "127.0.0.1",
                 httpPort: Int = 8080, coordinatorThreads: Int? = nil, activations: ActivationType = .f16,
                 maxSequences: Int = 8, context: Int? = nil, heartbeatTimeout: Double = 5, batch: Int = 512,
-                framesInFlight: Int? = nil, workers: [Worker]) {
+                framesInFlight: Int? = nil, kvCache: KVCacheType = .f16, workers: [Worker]) {
         self.model = model
         self.controlAddress = controlAddress
         self.httpHost = httpHost
         self.httpPort = httpPort
         self.coordinatorThreads = coordinatorThreads
         self.activations = activations
+        self.kvCache = kvCache
         self.maxSequences = maxSequences
         self.context = context
         self.heartbeatTimeout = heartbeatTimeout
@@ -112,6 +117,13 @@ public struct ClusterManifest: Sendable, Equatable {
                 throw ManifestError(field: "activations", reason: "\(a.debugDescription) is not f16 or f32")
             }
             activations = t
+        }
+        var kvCache = KVCacheType.f16
+        if let a = try fields.optionalString("kv_cache") {
+            guard let t = KVCacheType(rawValue: a.lowercased()) else {
+                throw ManifestError(field: "kv_cache", reason: "\(a.debugDescription) is not f16 or f32")
+            }
+            kvCache = t
         }
         let maxSequences = try fields.optionalInt("max_sequences", range: 1...1024) ?? 8
         let context = try fields.optionalInt("context", range: 8...1_048_576)
@@ -154,7 +166,7 @@ public struct ClusterManifest: Sendable, Equatable {
         return ClusterManifest(model: model, controlAddress: control, httpHost: httpHost, httpPort: httpPort,
                                coordinatorThreads: coordinatorThreads, activations: activations, maxSequences: maxSequences,
                                context: context, heartbeatTimeout: heartbeat, batch: batch,
-                               framesInFlight: framesInFlight, workers: workers)
+                               framesInFlight: framesInFlight, kvCache: kvCache, workers: workers)
     }
 
     /// Checks a ZeroMQ control address "tcp://HOST:PORT" (field `coordinator.control`).

@@ -91,6 +91,8 @@ public final class ClusterWorker: @unchecked Sendable {
 
     // Statistics shared with the heartbeat thread.
     private let tokensProcessed = Atomic<UInt64>(0)
+    /// The loaded slice's KV-cache type (KVCacheDType raw value), or -1 before one is loaded.
+    private let loadedCacheType = Atomic<Int>(-1)
     private let busyNanos = Atomic<UInt64>(0)
     private let stopping = Atomic<Bool>(false)
     private let heartbeatSequence = Atomic<UInt64>(0)
@@ -140,6 +142,11 @@ public final class ClusterWorker: @unchecked Sendable {
 
     /// Stops the worker's loop from another thread (or a signal handler's thread).
     public func stop() { stopping.store(true, ordering: .relaxed) }
+
+    /// How the loaded layers' KV cache stores keys and values (nil before any are loaded).
+    public var kvCache: KVCacheType? {
+        KVCacheDType(rawValue: UInt32(clamping: loadedCacheType.load(ordering: .acquiring))).map(kvCacheType)
+    }
 
     /// Joins and serves until the coordinator says to shut down or `stop()` is called.
     public func run() throws {
@@ -220,10 +227,13 @@ public final class ClusterWorker: @unchecked Sendable {
         return true
     }
 
+    private func kvCacheType(_ t: KVCacheDType) -> KVCacheType { t == .f16 ? .f16 : .f32 }
+
     private func apply(_ a: ShardAssignment) throws {
         let layers = LayerRange(Int(a.layerBegin), Int(a.layerEnd))
         let needsLoad = slice == nil || slice!.layers != layers || assignment?.modelFingerprint != a.modelFingerprint
             || slice!.cache.maxSequences != Int(a.maxSequences) || slice!.cache.contextLength != Int(a.contextLength)
+            || slice!.cache.type != kvCacheType(a.kvCacheDType)
         if needsLoad {
             slice = nil
             let file: GGUFFile
@@ -241,8 +251,10 @@ public final class ClusterWorker: @unchecked Sendable {
             let config = try LlamaConfig(gguf: file)
             let start = Date()
             slice = try LayerSlice(file: file, config: config, layers: layers, maxSequences: Int(a.maxSequences),
-                                   contextLength: Int(a.contextLength), maxBatch: Int(max(a.maxBatch, 1)), pool: pool)
+                                   contextLength: Int(a.contextLength), maxBatch: Int(max(a.maxBatch, 1)),
+                                   kvCache: kvCacheType(a.kvCacheDType), pool: pool)
             modelFile = file
+            loadedCacheType.store(Int(a.kvCacheDType.rawValue), ordering: .releasing)
             logger.info("loaded layers \(layers) (\(slice!.weightBytes / 1_048_576) MiB of weights) in \(String(format: "%.2f", Date().timeIntervalSince(start))) s")
         } else {
             slice?.cache.releaseAll()

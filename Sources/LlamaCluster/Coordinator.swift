@@ -503,7 +503,8 @@ final class Scheduler {
                     kvHeadCount: UInt32(c.config.kvHeadCount), vocabularySize: UInt32(c.config.vocabSize),
                     trainingContextLength: UInt32(c.config.contextLength), ropeFreqBase: c.config.ropeBase,
                     rmsNormEpsilon: c.config.rmsEpsilon, ropeDimensionCount: UInt32(c.config.ropeDim)),
-                epoch: epoch, maxBatch: UInt32(max(c.manifest.batch, c.manifest.maxSequences)))
+                epoch: epoch, maxBatch: UInt32(max(c.manifest.batch, c.manifest.maxSequences)),
+                kvCacheDType: c.manifest.kvCache == .f16 ? .f16 : .f32)
             if w.state == .ready { w.state = .loading }
             sendControl(w.name, .shardAssignment(a))
         }

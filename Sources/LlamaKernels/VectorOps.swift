@@ -44,6 +44,17 @@ public func groupedAttention(
                  Int64(positions), scale, scores, output, Int64(outputStride))
 }
 
+/// `groupedAttention` over keys and values stored as IEEE halves (see `lk_attention_f16`).
+@inline(__always)
+public func groupedAttention(
+    queries: UnsafePointer<Float>, queryStride: Int, queryHeads: Int,
+    keys: UnsafePointer<UInt16>, values: UnsafePointer<UInt16>, rowStride: Int, headDim: Int, positions: Int,
+    scale: Float, scores: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>, outputStride: Int
+) {
+    lk_attention_f16(queries, Int64(queryStride), Int64(queryHeads), keys, values, Int64(rowStride), Int64(headDim),
+                     Int64(positions), scale, scores, output, Int64(outputStride))
+}
+
 /// Sum of `half(a[i]) * b[i]` for a vector stored as IEEE halves.
 @inline(__always)
 public func dotF16F32(_ a: UnsafePointer<UInt16>, _ b: UnsafePointer<Float>, count: Int) -> Float {

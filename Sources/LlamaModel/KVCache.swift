@@ -4,30 +4,46 @@ import Glibc
 import Darwin
 #endif
 
+import LlamaKernels
+
+/// How the KV cache stores keys and values.
+public enum KVCacheType: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// IEEE halves (llama.cpp's default): half the memory and half the bytes read per attended
+    /// position; each value is rounded to nearest even once, when it is stored.
+    case f16
+    /// Floats: the values exactly as the layer computed them.
+    case f32
+
+    public var bytesPerElement: Int { self == .f16 ? 2 : 4 }
+    public var description: String { rawValue }
+}
+
 /// Keys and values of every sequence in flight, for the layers of one slice.
 ///
-/// Layout: `(layer, slot, position, kvDim)` in f32. The storage is reserved as anonymous
+/// Layout: `(layer, slot, position, kvDim)` in f16 or f32. The storage is reserved as anonymous
 /// virtual memory, so a slot costs physical memory only for the positions it has used.
 public final class KVCache {
     public let layerCount: Int
     public let maxSequences: Int
     public let contextLength: Int
     public let kvDim: Int
+    public let type: KVCacheType
     /// Number of positions filled in each slot.
     public private(set) var lengths: [Int]
 
-    let keys: UnsafeMutablePointer<Float>
-    let values: UnsafeMutablePointer<Float>
+    let keys: UnsafeMutableRawPointer
+    let values: UnsafeMutableRawPointer
     private let bytesPerTensor: Int
 
-    public init(layerCount: Int, maxSequences: Int, contextLength: Int, kvDim: Int) {
+    public init(layerCount: Int, maxSequences: Int, contextLength: Int, kvDim: Int, type: KVCacheType = .f16) {
         precondition(layerCount > 0 && maxSequences > 0 && contextLength > 0 && kvDim > 0)
         self.layerCount = layerCount
         self.maxSequences = maxSequences
         self.contextLength = contextLength
         self.kvDim = kvDim
+        self.type = type
         self.lengths = [Int](repeating: 0, count: maxSequences)
-        bytesPerTensor = layerCount * maxSequences * contextLength * kvDim * MemoryLayout<Float>.size
+        bytesPerTensor = layerCount * maxSequences * contextLength * kvDim * type.bytesPerElement
         keys = Self.reserve(bytesPerTensor)
         values = Self.reserve(bytesPerTensor)
     }
@@ -37,19 +53,34 @@ public final class KVCache {
         munmap(values, bytesPerTensor)
     }
 
-    private static func reserve(_ bytes: Int) -> UnsafeMutablePointer<Float> {
+    private static func reserve(_ bytes: Int) -> UnsafeMutableRawPointer {
         let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         precondition(p != MAP_FAILED && p != nil, "cannot reserve \(bytes) bytes for the KV cache")
-        return p!.bindMemory(to: Float.self, capacity: bytes / 4)
+        return p!
     }
 
+    /// Index (in elements) of the first value of a cached row.
     @inline(__always)
     func offset(layer: Int, slot: Int, position: Int) -> Int {
         ((layer * maxSequences + slot) * contextLength + position) * kvDim
     }
 
+    /// Stores one position's key and value rows (`kvDim` floats each), converted to the cache's type.
+    @inline(__always)
+    func store(layer: Int, slot: Int, position: Int, key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
+        let off = offset(layer: layer, slot: slot, position: position)
+        switch type {
+        case .f32:
+            (keys.assumingMemoryBound(to: Float.self) + off).update(from: key, count: kvDim)
+            (values.assumingMemoryBound(to: Float.self) + off).update(from: value, count: kvDim)
+        case .f16:
+            convertF32ToF16(key, keys.assumingMemoryBound(to: UInt16.self) + off, count: kvDim)
+            convertF32ToF16(value, values.assumingMemoryBound(to: UInt16.self) + off, count: kvDim)
+        }
+    }
+
     /// Bytes of physical memory the filled positions occupy.
-    public var usedBytes: Int { lengths.reduce(0, +) * layerCount * kvDim * 2 * MemoryLayout<Float>.size }
+    public var usedBytes: Int { lengths.reduce(0, +) * layerCount * kvDim * 2 * type.bytesPerElement }
 
     /// Checks that a token at `position` of `slot` can be written next.
     func checkWrite(slot: Int, position: Int) throws {
@@ -76,8 +107,8 @@ public final class KVCache {
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         for layer in 0..<layerCount {
             for base in [keys, values] {
-                let start = UnsafeMutableRawPointer(base + offset(layer: layer, slot: slot, position: 0))
-                let bytes = used * kvDim * MemoryLayout<Float>.size
+                let start = base + offset(layer: layer, slot: slot, position: 0) * type.bytesPerElement
+                let bytes = used * kvDim * type.bytesPerElement
                 // Round inward to whole pages; partial pages are simply overwritten later.
                 let s = (Int(bitPattern: start) + page - 1) / page * page
                 let e = (Int(bitPattern: start) + bytes) / page * page

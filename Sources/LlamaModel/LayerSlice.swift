@@ -40,8 +40,9 @@ public final class LayerSlice {
     ///   - maxSequences: KV-cache slots (sequence ids `0..<maxSequences`).
     ///   - contextLength: positions per slot (at most the model's context length).
     ///   - maxBatch: most tokens processed in one pass; longer batches are split.
+    ///   - kvCache: how the KV cache stores keys and values.
     public init(file: GGUFFile, config: LlamaConfig, layers: LayerRange, maxSequences: Int = 1,
-                contextLength: Int? = nil, maxBatch: Int = 512, pool: ThreadPool) throws {
+                contextLength: Int? = nil, maxBatch: Int = 512, kvCache: KVCacheType = .f16, pool: ThreadPool) throws {
         try layers.validate(layerCount: config.layerCount)
         let ctx = contextLength ?? config.contextLength
         guard ctx > 0 else { throw ModelError.invalidConfig(key: "context", reason: "\(ctx) must be positive") }
@@ -52,7 +53,7 @@ public final class LayerSlice {
         self.layers = layers
         self.maxBatch = maxBatch
         self.pool = pool
-        cache = KVCache(layerCount: layers.count, maxSequences: maxSequences, contextLength: ctx, kvDim: config.kvDim)
+        cache = KVCache(layerCount: layers.count, maxSequences: maxSequences, contextLength: ctx, kvDim: config.kvDim, type: kvCache)
         scratch = MatmulScratch(maxCols: max(config.dim, config.ffnDim), maxBatch: maxBatch)
         func buffer(_ n: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: n)
@@ -150,9 +151,7 @@ public final class LayerSlice {
             applyRope(q, heads: c.headCount, count: n)
             applyRope(k, heads: c.kvHeadCount, count: n)
             for i in 0..<n {
-                let off = cache.offset(layer: li, slot: slots[i], position: self.positions[i])
-                (cache.keys + off).update(from: k + i * kvDim, count: kvDim)
-                (cache.values + off).update(from: v + i * kvDim, count: kvDim)
+                cache.store(layer: li, slot: slots[i], position: self.positions[i], key: k + i * kvDim, value: v + i * kvDim)
             }
             attention(layer: li, count: n)
             matmul(w.wo, input: att, batch: n, output: xb, pool: pool, scratch: scratch)
@@ -223,10 +222,20 @@ public final class LayerSlice {
                 let t = task / c.kvHeadCount, kvh = task % c.kvHeadCount
                 let base = self.cache.offset(layer: layer, slot: self.slots[t], position: 0) + kvh * hd
                 let firstHead = kvh * group
-                groupedAttention(queries: self.q + t * c.dim + firstHead * hd, queryStride: hd, queryHeads: group,
-                          keys: self.cache.keys + base, values: self.cache.values + base, rowStride: kvDim,
-                          headDim: hd, positions: Int(self.positions[t]) + 1, scale: scale, scores: s,
-                          output: self.att + t * c.dim + firstHead * hd, outputStride: hd)
+                let query = self.q + t * c.dim + firstHead * hd, output = self.att + t * c.dim + firstHead * hd
+                let positions = Int(self.positions[t]) + 1
+                switch self.cache.type {
+                case .f32:
+                    groupedAttention(queries: query, queryStride: hd, queryHeads: group,
+                                     keys: self.cache.keys.assumingMemoryBound(to: Float.self) + base,
+                                     values: self.cache.values.assumingMemoryBound(to: Float.self) + base, rowStride: kvDim,
+                                     headDim: hd, positions: positions, scale: scale, scores: s, output: output, outputStride: hd)
+                case .f16:
+                    groupedAttention(queries: query, queryStride: hd, queryHeads: group,
+                                     keys: self.cache.keys.assumingMemoryBound(to: UInt16.self) + base,
+                                     values: self.cache.values.assumingMemoryBound(to: UInt16.self) + base, rowStride: kvDim,
+                                     headDim: hd, positions: positions, scale: scale, scores: s, output: output, outputStride: hd)
+                }
             }
         }
     }

@@ -21,8 +21,9 @@ public final class LlamaEngine {
     /// - Parameters:
     ///   - threads: compute threads (default: all cores).
     ///   - contextLength: positions per sequence (default: the model's).
+    ///   - kvCache: how the KV cache stores keys and values (default: halves, as llama.cpp).
     public init(path: String, threads: Int? = nil, maxSequences: Int = 1, contextLength: Int? = nil,
-                maxBatch: Int = 512) throws {
+                maxBatch: Int = 512, kvCache: KVCacheType = .f16) throws {
         file = try GGUFFile(path: path)
         config = try LlamaConfig(gguf: file)
         tokenizer = LlamaTokenizer(vocabulary: try Vocabulary(gguf: file))
@@ -34,7 +35,7 @@ public final class LlamaEngine {
         let ctx = contextLength ?? config.contextLength
         head = try LlamaHead(file: file, config: config, maxBatch: maxBatch, pool: pool)
         slice = try LayerSlice(file: file, config: config, layers: LayerRange(0, config.layerCount),
-                               maxSequences: maxSequences, contextLength: ctx, maxBatch: maxBatch, pool: pool)
+                               maxSequences: maxSequences, contextLength: ctx, maxBatch: maxBatch, kvCache: kvCache, pool: pool)
         hidden = [Float](repeating: 0, count: maxBatch * config.dim)
     }
 

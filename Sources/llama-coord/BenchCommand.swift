@@ -34,6 +34,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Sequences decoded together in one batch (model mode).") var batch = 1
     @Option(help: "Concurrent streaming completions (cluster mode).") var concurrency = 1
     @Option(help: "Timed repetitions.") var repetitions = 3
+    @Option(name: .customLong("kv-cache"), help: "How the KV cache stores keys and values (model mode): f16 (as llama.cpp) or f32.")
+    var kvCache: KVCacheType = .f16
     @Flag(help: "Print JSON instead of a table.") var json = false
 
     func validate() throws {
@@ -60,7 +62,7 @@ struct Bench: ParsableCommand {
         let need = LlamaBenchmark.engineRequirements(options)
         let loadStart = now()
         let engine = try LlamaEngine(path: path, threads: threads, maxSequences: need.maxSequences,
-                                     contextLength: need.contextLength, maxBatch: need.maxBatch)
+                                     contextLength: need.contextLength, maxBatch: need.maxBatch, kvCache: kvCache)
         printErr(String(format: "loaded %@ in %.2f s (not counted)", path, now() - loadStart))
         let result = try LlamaBenchmark.run(engine: engine, options: options)
         if json {

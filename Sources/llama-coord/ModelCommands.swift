@@ -89,10 +89,12 @@ struct Run: ParsableCommand {
     @OptionGroup var sampling: SamplingOptions
     @Option(help: "Compute threads (default: all cores).") var threads: Int?
     @Option(help: "Context length (default: the model's).") var ctx: Int?
+    @Option(name: .customLong("kv-cache"), help: "How the KV cache stores keys and values: f16 (as llama.cpp) or f32.")
+    var kvCache: KVCacheType = .f16
 
     func run() throws {
         let params = try sampling.parameters()
-        let engine = try LlamaEngine(path: model, threads: threads, contextLength: ctx)
+        let engine = try LlamaEngine(path: model, threads: threads, contextLength: ctx, kvCache: kvCache)
         emit(prompt)
         let stats = try engine.generate(prompt: prompt, parameters: params, maxTokens: sampling.maxTokens) { text in
             emit(text)
@@ -114,9 +116,11 @@ struct Logits: ParsableCommand {
     @Option(help: "GGUF model file.") var model: String
     @Option(help: "The prompt.") var prompt: String
     @Option(help: "Compute threads (default: all cores).") var threads: Int?
+    @Option(name: .customLong("kv-cache"), help: "How the KV cache stores keys and values: f16 (as llama.cpp) or f32.")
+    var kvCache: KVCacheType = .f16
 
     func run() throws {
-        let engine = try LlamaEngine(path: model, threads: threads)
+        let engine = try LlamaEngine(path: model, threads: threads, kvCache: kvCache)
         let tokens = engine.tokenizer.encode(prompt, addBOS: true)
         let logits = try engine.evaluate(tokens, startPosition: 0, logits: .last)
         var out = "{\"tokens\":[" + tokens.map(String.init).joined(separator: ",") + "],\"logits\":["
@@ -136,11 +140,13 @@ struct Perplexity: ParsableCommand {
     @Option(help: "Chunk length in tokens.") var ctx = 512
     @Option(help: "Stop after this many chunks.") var chunks: Int?
     @Option(help: "Compute threads (default: all cores).") var threads: Int?
+    @Option(name: .customLong("kv-cache"), help: "How the KV cache stores keys and values: f16 (as llama.cpp) or f32.")
+    var kvCache: KVCacheType = .f16
 
     func run() throws {
         guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read \(file)") }
         guard let text = String(data: data, encoding: .utf8) else { throw ValidationError("\(file) is not UTF-8 text") }
-        let engine = try LlamaEngine(path: model, threads: threads, contextLength: ctx, maxBatch: ctx)
+        let engine = try LlamaEngine(path: model, threads: threads, contextLength: ctx, maxBatch: ctx, kvCache: kvCache)
         let tokens = engine.tokenizer.encode(text, addBOS: true)
         printErr("\(tokens.count) tokens, \(tokens.count / ctx) chunks of \(ctx)")
         let start = now()
@@ -208,3 +214,5 @@ struct Synth: ParsableCommand {
         printErr(String(format: "wrote %@ (%@) in %.1f s", out, formatBytes(size), now() - start))
     }
 }
+
+extension KVCacheType: ExpressibleByArgument {}

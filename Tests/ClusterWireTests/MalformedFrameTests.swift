@@ -115,10 +115,11 @@ struct MalformedFrameTests {
             if mode != 0 { writer.uint(2, mode) }
             return writer
         }
-        func assignment(dtype: UInt64 = 2, input: ProtoWriter?, output: ProtoWriter?) -> [UInt8] {
+        func assignment(dtype: UInt64 = 2, kvCache: UInt64 = 0, input: ProtoWriter?, output: ProtoWriter?) -> [UInt8] {
             var writer = ProtoWriter()
             writer.uint(2, 8)
             writer.uint(4, dtype)
+            if kvCache != 0 { writer.uint(13, kvCache) }
             if let input { writer.message(7, input) }
             if let output { writer.message(8, output) }
             return envelope(field: EnvelopeField.shardAssignment, body: writer)
@@ -132,6 +133,9 @@ struct MalformedFrameTests {
                        .invalidEnumValue(field: "shard_assignment.input.mode", value: 0))
         expectRejected(assignment(dtype: 0, input: good, output: good),
                        .invalidEnumValue(field: "shard_assignment.activation_dtype", value: 0))
+        #expect(throws: Never.self) { try WireMessage.decode(assignment(kvCache: 1, input: good, output: good)) }
+        expectRejected(assignment(kvCache: 2, input: good, output: good),
+                       .invalidEnumValue(field: "shard_assignment.kv_cache_dtype", value: 2))
 
         var shutdown = ProtoWriter()
         shutdown.lengthDelimited(1, [0x61, 0xC3, 0x28])  // invalid UTF-8 sequence

@@ -23,7 +23,7 @@ func sampleMessages() -> [WireMessage] {
             contextLength: 512,
             input: PipelineEndpoint(address: "ipc:///tmp/in", mode: .connect),
             output: PipelineEndpoint(address: "inproc://out", mode: .bind),
-            streamWeights: false, hyperparameters: nil, epoch: 3, maxBatch: 64)),
+            streamWeights: false, hyperparameters: nil, epoch: 3, maxBatch: 64, kvCacheDType: .f32)),
         .ready(Ready(layerBegin: 3, layerEnd: 4, residentBytes: UInt64.max, epoch: 7)),
         .join(Join(workerName: "w9", threads: 2, memoryBudgetBytes: 1, cpuFeatures: "", hasModelFile: false,
                    dataEndpoint: "tcp://10.1.2.3:40001")),

@@ -29,6 +29,18 @@ struct ClusterTests {
         }
     }
 
+    @Test("kv_cache: f32 reaches every worker, and the tokens are one f32 process's")
+    func f32CacheThroughTheManifest() async throws {
+        let cluster = try LocalCluster(workers: ["a", "b"], batch: 8, kvCache: .f32)
+        defer { cluster.stop() }
+        try cluster.startWorker("a")
+        try cluster.startWorker("b")
+        try cluster.waitReady()
+        #expect(cluster.workers.values.map(\.kvCache) == [.f32, .f32])
+        let p = Self.prompts[2]
+        #expect(try await cluster.complete(p, maxTokens: 24) == (try singleProcessTokens(p, maxTokens: 24, kvCache: .f32)))
+    }
+
     @Test("concurrent requests each get what they get alone")
     func concurrentRequests() async throws {
         let cluster = try LocalCluster(workers: ["a", "b"], maxSequences: 4)

@@ -26,7 +26,7 @@ final class LocalCluster: @unchecked Sendable {
 
     init(model: String = Repo.demoModel, workers names: [String], layers: [String?]? = nil,
          activations: ActivationType = .f32, maxSequences: Int = 4, heartbeatTimeout: Double = 2,
-         batch: Int = 64, framesInFlight: Int? = nil) throws {
+         batch: Int = 64, framesInFlight: Int? = nil, kvCache: KVCacheType = .f16) throws {
         controlAddress = try LoopbackPort.freeEndpoint()
         cacheDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("llamacluster-cache-\(UUID().uuidString)").path
         let specs = names.enumerated().map { i, n in
@@ -38,7 +38,7 @@ final class LocalCluster: @unchecked Sendable {
         let manifest = ClusterManifest(model: model, controlAddress: controlAddress, httpHost: "127.0.0.1", httpPort: 0,
                                        coordinatorThreads: 1, activations: activations, maxSequences: maxSequences,
                                        context: 512, heartbeatTimeout: heartbeatTimeout, batch: batch,
-                                       framesInFlight: framesInFlight, workers: specs)
+                                       framesInFlight: framesInFlight, kvCache: kvCache, workers: specs)
         var logger = Logger(label: "test-coordinator")
         logger.logLevel = ProcessInfo.processInfo.environment["LLAMA_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
         coordinator = try Coordinator(manifest: manifest, logger: logger)
@@ -122,8 +122,9 @@ extension SamplingParameters {
 }
 
 /// Greedy tokens from one process on the same model, for comparison.
-func singleProcessTokens(_ prompt: [Int32], maxTokens: Int, model: String = Repo.demoModel) throws -> [Int32] {
-    let engine = try LlamaEngine(path: model, threads: 1, contextLength: 512)
+func singleProcessTokens(_ prompt: [Int32], maxTokens: Int, model: String = Repo.demoModel,
+                         kvCache: KVCacheType = .f16) throws -> [Int32] {
+    let engine = try LlamaEngine(path: model, threads: 1, contextLength: 512, kvCache: kvCache)
     return try engine.generate(promptTokens: prompt, parameters: .greedy, maxTokens: maxTokens) { _ in true }.tokens
 }
 

@@ -26,14 +26,15 @@ struct ManifestTests {
         #expect(m.workers[0].layers == 0..<40 && m.workers[0].threads == 8)
         #expect(m.workers[1].layers == nil)
         #expect(m.framesInFlight == nil && m.batch == 512)
+        #expect(m.kvCache == .f16)
         let ranges = try m.assignLayers(layerCount: 80)
         #expect(ranges["w1"] == 0..<40 && ranges["w2"] == 40..<80)
     }
 
     @Test("frames in flight: one per worker unless set")
     func framesInFlight() throws {
-        let m = try ClusterManifest.parse(yaml: "model: m\nframes_in_flight: 1\nbatch: 64\nworkers: [{ name: a }, { name: b }]")
-        #expect(m.framesInFlight == 1 && m.batch == 64)
+        let m = try ClusterManifest.parse(yaml: "model: m\nframes_in_flight: 1\nbatch: 64\nkv_cache: F32\nworkers: [{ name: a }, { name: b }]")
+        #expect(m.framesInFlight == 1 && m.batch == 64 && m.kvCache == .f32)
     }
 
     @Test("workers without ranges share layers in proportion to memory")
@@ -66,6 +67,7 @@ struct ManifestTests {
         ("model: m\nactivations: f8\nworkers: [{ name: a }]", "activations"),
         ("model: m\nmax_sequences: zero\nworkers: [{ name: a }]", "max_sequences"),
         ("model: m\nframes_in_flight: 0\nworkers: [{ name: a }]", "frames_in_flight"),
+        ("model: m\nkv_cache: q8_0\nworkers: [{ name: a }]", "kv_cache"),
         ("model: m\ncoordinator: { control: \"localhost\" }\nworkers: [{ name: a }]", "coordinator.control"),
         ("model: m\ncoordinator: { http: \"0.0.0.0:99999\" }\nworkers: [{ name: a }]", "coordinator.http"),
         ("model: m\ncontext: 4096\nworkers: [{ name: a, layers: \"10-19\" }, { name: b, layers: \"0-9\" }]", "workers[1].layers"),

@@ -49,69 +49,93 @@ struct VectorOpsTests {
 
     /// Grouped attention against a double-precision softmax-weighted sum, and bitwise
     /// against the same computation spelled out with the level's dot and axpy (which a
-    /// level's dedicated attention routine must reproduce exactly), for head sizes with and
-    /// without a dedicated routine, strided rows, and 1 to 37 cached positions.
-    @Test("attention matches dot-and-axpy bitwise and a double reference, every level")
+    /// level's dedicated attention routine must reproduce exactly), for keys and values
+    /// stored as floats and as halves (an f16 KV cache), head sizes with and without a
+    /// dedicated routine, strided rows, and 1 to 37 cached positions.
+    @Test("attention matches dot-and-axpy bitwise and a double reference, float and half cache, every level")
     func attention() {
         var rng = TestRandom(seed: 23)
         for level in KernelISA.available {
             KernelISA.force(level)
             for headDim in [32, 48, 64, 128, 256] {
                 for (heads, positions) in [(1, 1), (2, 5), (3, 37), (4, 17)] {
-                    let qStride = headDim + 3, rowStride = headDim * 2 + 5, outStride = headDim + 7
-                    let q = rng.floats(heads * qStride)
-                    let k = rng.floats(positions * rowStride), v = rng.floats(positions * rowStride)
-                    let scale = 1 / Float(headDim).squareRoot()
-                    var scores = [Float](repeating: 0, count: heads * positions)
-                    var out = [Float](repeating: .nan, count: heads * outStride)
-                    groupedAttention(queries: q, queryStride: qStride, queryHeads: heads, keys: k, values: v,
-                                     rowStride: rowStride, headDim: headDim, positions: positions, scale: scale,
-                                     scores: &scores, output: &out, outputStride: outStride)
-                    for h in 0..<heads {
-                        // The generic computation with this level's dot and axpy.
-                        var s = (0..<positions).map { p in
-                            q.withUnsafeBufferPointer { qp in
-                                k.withUnsafeBufferPointer { kp in
-                                    dotF32(qp.baseAddress! + h * qStride, kp.baseAddress! + p * rowStride, count: headDim) * scale
-                                }
-                            }
-                        }
-                        let top = s.max()!
-                        var sum: Float = 0
-                        for p in 0..<positions { s[p] = expf(s[p] - top); sum += s[p] }
-                        let inv = 1 / sum
-                        for p in 0..<positions { s[p] *= inv }
-                        var generic = [Float](repeating: 0, count: headDim)
-                        v.withUnsafeBufferPointer { vp in
-                            for p in 0..<positions {
-                                axpyF32(count: headDim, alpha: s[p], vp.baseAddress! + p * rowStride, &generic)
-                            }
-                        }
-                        // Double precision.
-                        let logits = (0..<positions).map { p in
-                            (0..<headDim).reduce(0.0) { $0 + Double(q[h * qStride + $1]) * Double(k[p * rowStride + $1]) } * Double(scale)
-                        }
-                        let m = logits.max()!
-                        let weights = logits.map { Foundation.exp($0 - m) }
-                        let total = weights.reduce(0, +)
-                        var bitwise = 0, off = 0
-                        for d in 0..<headDim {
-                            let got = out[h * outStride + d]
-                            if got.bitPattern != generic[d].bitPattern { bitwise += 1 }
-                            var want = 0.0, magnitude = 0.0
-                            for p in 0..<positions {
-                                want += weights[p] / total * Double(v[p * rowStride + d])
-                                magnitude += weights[p] / total * abs(Double(v[p * rowStride + d]))
-                            }
-                            if !(abs(Double(got) - want) <= 1e-5 * magnitude + 1e-6) { off += 1 }
-                        }
-                        #expect(bitwise == 0, "\(level) head \(headDim) heads \(heads) positions \(positions) head \(h): \(bitwise) outputs differ from dot and axpy")
-                        #expect(off == 0, "\(level) head \(headDim) heads \(heads) positions \(positions) head \(h): \(off) outputs off")
+                    for half in [false, true] {
+                        checkAttention(level: level, half: half, headDim: headDim, heads: heads, positions: positions, rng: &rng)
                     }
                 }
             }
         }
         KernelISA.force(KernelISA.best)
+    }
+
+    private func checkAttention(level: KernelISA, half: Bool, headDim: Int, heads: Int, positions: Int, rng: inout TestRandom) {
+        let qStride = headDim + 3, rowStride = headDim * 2 + 5, outStride = headDim + 7
+        let q = rng.floats(heads * qStride)
+        var k = rng.floats(positions * rowStride), v = rng.floats(positions * rowStride)
+        let kHalf = k.map { floatToHalf($0) }, vHalf = v.map { floatToHalf($0) }
+        if half {
+            // What the cache holds: the reference sees the rounded values.
+            k = kHalf.map { halfToFloat($0) }
+            v = vHalf.map { halfToFloat($0) }
+        }
+        let scale = 1 / Float(headDim).squareRoot()
+        var scores = [Float](repeating: 0, count: heads * positions)
+        var out = [Float](repeating: .nan, count: heads * outStride)
+        if half {
+            groupedAttention(queries: q, queryStride: qStride, queryHeads: heads, keys: kHalf, values: vHalf,
+                             rowStride: rowStride, headDim: headDim, positions: positions, scale: scale,
+                             scores: &scores, output: &out, outputStride: outStride)
+        } else {
+            groupedAttention(queries: q, queryStride: qStride, queryHeads: heads, keys: k, values: v,
+                             rowStride: rowStride, headDim: headDim, positions: positions, scale: scale,
+                             scores: &scores, output: &out, outputStride: outStride)
+        }
+        let label = "\(level) \(half ? "f16" : "f32") head \(headDim) heads \(heads) positions \(positions)"
+        for h in 0..<heads {
+            // The generic computation with this level's dot and axpy.
+            var s = (0..<positions).map { p -> Float in
+                q.withUnsafeBufferPointer { qp in
+                    let query = qp.baseAddress! + h * qStride
+                    if half {
+                        return kHalf.withUnsafeBufferPointer { dotF16F32($0.baseAddress! + p * rowStride, query, count: headDim) } * scale
+                    }
+                    return k.withUnsafeBufferPointer { dotF32(query, $0.baseAddress! + p * rowStride, count: headDim) } * scale
+                }
+            }
+            let top = s.max()!
+            var sum: Float = 0
+            for p in 0..<positions { s[p] = expf(s[p] - top); sum += s[p] }
+            let inv = 1 / sum
+            for p in 0..<positions { s[p] *= inv }
+            var generic = [Float](repeating: 0, count: headDim)
+            for p in 0..<positions {
+                if half {
+                    vHalf.withUnsafeBufferPointer { axpyF16(count: headDim, alpha: s[p], $0.baseAddress! + p * rowStride, &generic) }
+                } else {
+                    v.withUnsafeBufferPointer { axpyF32(count: headDim, alpha: s[p], $0.baseAddress! + p * rowStride, &generic) }
+                }
+            }
+            // Double precision.
+            let logits = (0..<positions).map { p in
+                (0..<headDim).reduce(0.0) { $0 + Double(q[h * qStride + $1]) * Double(k[p * rowStride + $1]) } * Double(scale)
+            }
+            let m = logits.max()!
+            let weights = logits.map { Foundation.exp($0 - m) }
+            let total = weights.reduce(0, +)
+            var bitwise = 0, off = 0
+            for d in 0..<headDim {
+                let got = out[h * outStride + d]
+                if got.bitPattern != generic[d].bitPattern { bitwise += 1 }
+                var want = 0.0, magnitude = 0.0
+                for p in 0..<positions {
+                    want += weights[p] / total * Double(v[p * rowStride + d])
+                    magnitude += weights[p] / total * abs(Double(v[p * rowStride + d]))
+                }
+                if !(abs(Double(got) - want) <= 1e-5 * magnitude + 1e-6) { off += 1 }
+            }
+            #expect(bitwise == 0, "\(label) head \(h): \(bitwise) outputs differ from dot and axpy")
+            #expect(off == 0, "\(label) head \(h): \(off) outputs off")
+        }
     }
 
     @Test("levels are reported and clamped")

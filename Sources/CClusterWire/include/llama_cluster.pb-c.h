@@ -52,6 +52,20 @@ typedef enum _LlamaCluster__ActivationDType {
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LLAMA_CLUSTER__ACTIVATION_DTYPE)
 } LlamaCluster__ActivationDType;
 /*
+ * How a worker's KV cache stores keys and values.
+ */
+typedef enum _LlamaCluster__KVCacheDType {
+  /*
+   * IEEE binary16 (the default)
+   */
+  LLAMA_CLUSTER__KVCACHE_DTYPE__KV_CACHE_DTYPE_F16 = 0,
+  /*
+   * IEEE binary32
+   */
+  LLAMA_CLUSTER__KVCACHE_DTYPE__KV_CACHE_DTYPE_F32 = 1
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LLAMA_CLUSTER__KVCACHE_DTYPE)
+} LlamaCluster__KVCacheDType;
+/*
  * Whether a pipeline socket binds its address or connects to it.
  */
 typedef enum _LlamaCluster__EndpointMode {
@@ -252,10 +266,14 @@ struct  LlamaCluster__ShardAssignment
    * most tokens in one frame
    */
   uint32_t max_batch;
+  /*
+   * every worker stores its cache alike
+   */
+  LlamaCluster__KVCacheDType kv_cache_dtype;
 };
 #define LLAMA_CLUSTER__SHARD_ASSIGNMENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&llama_cluster__shard_assignment__descriptor) \
-    , 0, 0, (char *)protobuf_c_empty_string, LLAMA_CLUSTER__ACTIVATION_DTYPE__ACTIVATION_DTYPE_UNSPECIFIED, 0, 0, NULL, NULL, 0, NULL, 0, 0 }
+    , 0, 0, (char *)protobuf_c_empty_string, LLAMA_CLUSTER__ACTIVATION_DTYPE__ACTIVATION_DTYPE_UNSPECIFIED, 0, 0, NULL, NULL, 0, NULL, 0, 0, LLAMA_CLUSTER__KVCACHE_DTYPE__KV_CACHE_DTYPE_F16 }
 
 
 /*
@@ -338,7 +356,8 @@ struct  LlamaCluster__ErrorReport
 
 
 /*
- * Worker -> coordinator: send these tensors (empty: all tensors of the shard).
+ * Worker -> coordinator: send one chunk of a tensor of the worker's layers (the reply is a
+ * TensorChunk); a request for 0 bytes returns only the tensor's type, shape and size.
  */
 struct  LlamaCluster__WeightRequest
 {
@@ -761,6 +780,7 @@ typedef void (*LlamaCluster__ActivationFrame_Closure)
 /* --- descriptors --- */
 
 extern const ProtobufCEnumDescriptor    llama_cluster__activation_dtype__descriptor;
+extern const ProtobufCEnumDescriptor    llama_cluster__kvcache_dtype__descriptor;
 extern const ProtobufCEnumDescriptor    llama_cluster__endpoint_mode__descriptor;
 extern const ProtobufCEnumDescriptor    llama_cluster__error_code__descriptor;
 extern const ProtobufCMessageDescriptor llama_cluster__envelope__descriptor;

@@ -123,6 +123,11 @@ void lk_f32_to_f16(const float *src, uint16_t *dst, int64_t n);
 /// bitwise the same whichever other heads are computed with it.
 void lk_attention(const float *q, int64_t q_stride, int64_t nq, const float *k, const float *v, int64_t kv_stride,
                   int64_t head_dim, int64_t npos, float scale, float *scores, float *out, int64_t out_stride);
+/// lk_attention over keys and values stored as IEEE halves (an f16 KV cache):
+/// the same sums with each cached element widened to float as it is read.
+void lk_attention_f16(const float *q, int64_t q_stride, int64_t nq, const uint16_t *k, const uint16_t *v,
+                      int64_t kv_stride, int64_t head_dim, int64_t npos, float scale, float *scores, float *out,
+                      int64_t out_stride);
 
 // MARK: - Instruction-set selection
 
