@@ -13,11 +13,13 @@
 #
 # --cluster also starts a coordinator and two workers on this machine serving the 7B Q4_0 file
 # (each worker THREADS threads and 2 layers; on one machine they take turns) and runs the cluster
-# bench with 1 and 8 concurrent streams, next to one process with the same prompt and generation
-# sizes (1 sequence, and 8 decoded as one batch).
+# bench with 1 and 8 concurrent streams next to one process with the same prompt and generation
+# sizes (1 sequence, and 8 decoded as one batch), in rounds that alternate the four measurements
+# (one process 1, cluster 1, one process 8, cluster 8), so that each round's ratios compare
+# figures taken minutes apart at most; the table gives each ratio's median and range over rounds.
 #
 # Environment: PROMPT_TOKENS (512), GEN_TOKENS (128), REPS (3); for the cluster CLUSTER_PROMPT_TOKENS
-# (128), CLUSTER_GEN_TOKENS (96), CLUSTER_REPS (2), HTTP_PORT (8181), CONTROL_PORT (5655);
+# (128), CLUSTER_GEN_TOKENS (96), CLUSTER_ROUNDS (3), HTTP_PORT (8181), CONTROL_PORT (5655);
 # PYTHON (/work/llama-venv/bin/python if present, else python3); OMP_WAIT_POLICY for llama.cpp's
 # OpenMP threads (default passive: spinning threads collapse when other work shares the cores;
 # set active, llama.cpp's default, on an idle machine).
@@ -92,15 +94,10 @@ if [ "$CLUSTER" = 1 ]; then
     HTTP_PORT="${HTTP_PORT:-8181}"
     CP="${CLUSTER_PROMPT_TOKENS:-128}"
     CG="${CLUSTER_GEN_TOKENS:-96}"
-    CR="${CLUSTER_REPS:-2}"
+    CR="${CLUSTER_ROUNDS:-3}"
     CONTROL_PORT="${CONTROL_PORT:-5655}"
     ENDPOINT="http://127.0.0.1:$HTTP_PORT"
     MODEL="$OUT/synth-7b-4l-q4_0.gguf"
-    for b in 1 8; do
-        echo "== one process, prompt $CP, $CG generated, batch $b" >&2
-        "$BIN/llama-coord" bench --model "$MODEL" --threads "$THREADS" --prompt-tokens "$CP" --gen-tokens "$CG" \
-            --batch "$b" --repetitions "$CR" --json >"$OUT/single-b$b.json"
-    done
     cat >"$OUT/cluster-7b.yaml" <<EOF
 # Written by scripts/bench-vs-llamacpp.sh: two workers on this machine, two layers each.
 model: synth-7b-4l-q4_0.gguf
@@ -136,12 +133,19 @@ EOF
         sleep 0.1
     done
     [ "$ready" = 1 ] || { echo "cluster not ready after 120 s" >&2; tail -n 20 "$OUT"/coord.log "$OUT"/w?.log >&2; exit 1; }
-    for c in 1 8; do
-        echo "== cluster bench, concurrency $c" >&2
-        "$BIN/llama-coord" bench --endpoint "$ENDPOINT" --model "$MODEL" --concurrency "$c" --prompt-tokens "$CP" \
-            --gen-tokens "$CG" --repetitions "$CR" --json >"$OUT/cluster-c$c.json"
-        CLUSTER_JSON+=("$OUT/cluster-c$c.json")
+    rm -f "$OUT"/single-b?-r*.json "$OUT"/cluster-c?-r*.json
+    for round in $(seq 1 "$CR"); do
+        for b in 1 8; do
+            # The cluster sits idle (heartbeats only) while one process runs.
+            echo "== round $round: one process, prompt $CP, $CG generated, batch $b" >&2
+            "$BIN/llama-coord" bench --model "$MODEL" --threads "$THREADS" --prompt-tokens "$CP" --gen-tokens "$CG" \
+                --batch "$b" --repetitions 1 --json >"$OUT/single-b$b-r$round.json"
+            echo "== round $round: cluster, $b concurrent streams" >&2
+            "$BIN/llama-coord" bench --endpoint "$ENDPOINT" --model "$MODEL" --concurrency "$b" --prompt-tokens "$CP" \
+                --gen-tokens "$CG" --repetitions 1 --json >"$OUT/cluster-c$b-r$round.json"
+        done
     done
+    CLUSTER_JSON=("$CR")
     cleanup
     pids=()
 fi
@@ -151,7 +155,7 @@ fi
 "$PYTHON" - "$OUT" "$THREADS" "$P" "$G" "$R" "$LOAD_BEFORE" "$LOAD_AFTER" "$OMP_POLICY" "${CLUSTER_JSON[@]}" <<'PY'
 import json, os, sys
 out, threads, p, g, reps, load_before, load_after, omp_policy = sys.argv[1:9]
-cluster_files = sys.argv[9:]
+cluster_rounds = int(sys.argv[9]) if len(sys.argv) > 9 else 0
 bandwidth = float(open(os.path.join(out, "membw.txt")).read().split()[0])
 names = ["7b-4l-q4_0", "7b-4l-q8_0", "70b-2l-q4_0"]
 
@@ -183,31 +187,46 @@ for name in names:
         f"| {dp['mean'] / limit:.0%} | {ref['decode_tokens_per_s'] / limit:.0%} |")
 lines += ["", "Ratio = ours / llama.cpp. Read limit = bandwidth / (layer matrices + output head bytes)."]
 
-if cluster_files:
-    first = json.load(open(cluster_files[0]))
-    single = {b: json.load(open(os.path.join(out, f"single-b{b}.json")))["result"]["decode_tokens_per_second"]["mean"]
-              for b in (1, 8)}
+if cluster_rounds:
+    def load(kind, n, r):
+        return json.load(open(os.path.join(out, f"{kind}{n}-r{r}.json")))
+    rounds = range(1, cluster_rounds + 1)
+    single = {b: [load("single-b", b, r)["result"]["decode_tokens_per_second"]["mean"] for r in rounds] for b in (1, 8)}
+    cluster = {c: [load("cluster-c", c, r) for r in rounds] for c in (1, 8)}
+    def decode(c, i):
+        return cluster[c][i]["aggregate_decode_tokens_per_second"]["mean"]
+    def spread(values):
+        v = sorted(values)
+        return f"{v[len(v) // 2]:.2f} ({v[0]:.2f}–{v[-1]:.2f})"
+    def mean_std(values):
+        m = sum(values) / len(values)
+        return rate(m, (sum((x - m) ** 2 for x in values) / len(values)) ** 0.5)
+    first = cluster[1][0]
     lines += ["", f"## Cluster: coordinator + 2 workers ({threads} threads each, 2 layers each) on this machine, 7b-4l-q4_0, f16 activations",
               "", f"Prompt {first['prompt_tokens']} tokens, {first['generated_tokens_per_stream']:.0f} generated per stream, "
-              f"{first['repetitions']} repetitions. Decode tok/s counts the tokens of all streams that arrive while every stream is decoding; "
-              f"the total also counts the time to the first token. One process with the same sizes and {threads} threads decodes "
-              f"{single[1]:.2f} tok/s (1 sequence) and {single[8]:.2f} tok/s (8 sequences in one batch). "
-              "Worker tok/s is /status's figure (prompt and generated tokens per busy second).",
+              f"{cluster_rounds} rounds, each measuring in turn one process with 1 sequence, the cluster with 1 stream, one process "
+              f"with 8 sequences in one batch and the cluster with 8 streams. Decode tok/s counts the tokens of all streams that arrive "
+              "while every stream is decoding (mean ± stddev over rounds); the total also counts the time to the first token. "
+              f"One process with the same sizes and {threads} threads decodes {mean_std(single[1])} tok/s (1 sequence) and "
+              f"{mean_std(single[8])} tok/s (8 sequences in one batch). Ratios are taken within each round: median (range). "
+              "Worker tok/s is /status's figure (prompt and generated tokens per busy second) after the last round.",
               "",
-              "| streams | decode tok/s | vs one process, 1 seq | vs cluster, 1 stream | total tok/s | ms/token/stream | ms to first token | worker tok/s (ms/hop) | wire bytes/token/hop f16, f32 |",
-              "|---:|---:|---:|---:|---:|---:|---:|---|---|"]
-    one_stream = None
-    for f in cluster_files:
-        c = json.load(open(f))
-        workers = ", ".join(f"{w['name']} {w['tokens_per_second']:.1f} ({(w['seconds_per_hop'] or 0) * 1e3:.1f})" for w in c["workers"])
-        wire = c.get("wire_bytes_per_token_per_hop") or {}
-        dec = c['aggregate_decode_tokens_per_second']
-        if one_stream is None:
-            one_stream = dec['mean']
+              "| streams | decode tok/s | vs one process, 1 seq | vs cluster, 1 stream | vs one process, same batch | total tok/s | ms/token/stream | ms to first token | worker tok/s (ms/hop) | wire bytes/token/hop f16, f32 |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for c in (1, 8):
+        runs = cluster[c]
+        last = runs[-1]
+        workers = ", ".join(f"{w['name']} {w['tokens_per_second']:.1f} ({(w['seconds_per_hop'] or 0) * 1e3:.1f})" for w in last["workers"])
+        wire = last.get("wire_bytes_per_token_per_hop") or {}
+        n = len(runs)
         lines.append(
-            f"| {c['concurrency']} | {rate(dec['mean'], dec['stddev'])} | {dec['mean'] / single[1]:.2f} | {dec['mean'] / one_stream:.2f} "
-            f"| {rate(c['aggregate_tokens_per_second']['mean'], c['aggregate_tokens_per_second']['stddev'])} "
-            f"| {c['seconds_per_token_per_stream']['mean'] * 1e3:.1f} | {c['time_to_first_token_seconds']['mean'] * 1e3:.0f} "
+            f"| {c} | {mean_std([decode(c, i) for i in range(n)])} "
+            f"| {spread([decode(c, i) / single[1][i] for i in range(n)])} "
+            f"| {spread([decode(c, i) / decode(1, i) for i in range(n)])} "
+            f"| {spread([decode(c, i) / single[c][i] for i in range(n)])} "
+            f"| {mean_std([r['aggregate_tokens_per_second']['mean'] for r in runs])} "
+            f"| {sum(r['seconds_per_token_per_stream']['mean'] for r in runs) / n * 1e3:.1f} "
+            f"| {sum(r['time_to_first_token_seconds']['mean'] for r in runs) / n * 1e3:.0f} "
             f"| {workers} | {wire.get('f16', 0):.0f}, {wire.get('f32', 0):.0f} |")
 
 text = "\n".join(lines) + "\n"
