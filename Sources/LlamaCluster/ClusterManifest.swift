@@ -111,20 +111,8 @@ public struct ClusterManifest: Sendable, Equatable {
             coordinatorThreads = try cf.optionalInt("threads", range: 1...1024)
             try cf.rejectUnknown()
         }
-        var activations = ActivationType.f16
-        if let a = try fields.optionalString("activations") {
-            guard let t = ActivationType(rawValue: a.lowercased()) else {
-                throw ManifestError(field: "activations", reason: "\(a.debugDescription) is not f16 or f32")
-            }
-            activations = t
-        }
-        var kvCache = KVCacheType.f16
-        if let a = try fields.optionalString("kv_cache") {
-            guard let t = KVCacheType(rawValue: a.lowercased()) else {
-                throw ManifestError(field: "kv_cache", reason: "\(a.debugDescription) is not f16 or f32")
-            }
-            kvCache = t
-        }
+        let activations = try fields.optionalPrecision("activations", ActivationType.self) ?? .f16
+        let kvCache = try fields.optionalPrecision("kv_cache", KVCacheType.self) ?? .f16
         let maxSequences = try fields.optionalInt("max_sequences", range: 1...1024) ?? 8
         let context = try fields.optionalInt("context", range: 8...1_048_576)
         let heartbeat = try fields.optionalDouble("heartbeat_timeout", range: 0.2...3600) ?? 5
@@ -287,6 +275,13 @@ private struct Fields {
         guard let n = node(key) else { return nil }
         guard let s = n.scalar?.string, !s.isEmpty else { throw ManifestError(field: path + key, reason: "expected a non-empty string") }
         return s
+    }
+
+    /// An "f16" or "f32" choice (any case).
+    mutating func optionalPrecision<T: RawRepresentable>(_ key: String, _ type: T.Type) throws -> T? where T.RawValue == String {
+        guard let s = try optionalString(key) else { return nil }
+        guard let v = T(rawValue: s.lowercased()) else { throw ManifestError(field: path + key, reason: "\(s.debugDescription) is not f16 or f32") }
+        return v
     }
 
     mutating func optionalInt(_ key: String, range: ClosedRange<Int>) throws -> Int? {

@@ -145,7 +145,7 @@ public final class ClusterWorker: @unchecked Sendable {
 
     /// How the loaded layers' KV cache stores keys and values (nil before any are loaded).
     public var kvCache: KVCacheType? {
-        KVCacheDType(rawValue: UInt32(clamping: loadedCacheType.load(ordering: .acquiring))).map(kvCacheType)
+        KVCacheDType(rawValue: UInt32(clamping: loadedCacheType.load(ordering: .acquiring))).map(KVCacheType.init)
     }
 
     /// Joins and serves until the coordinator says to shut down or `stop()` is called.
@@ -227,13 +227,11 @@ public final class ClusterWorker: @unchecked Sendable {
         return true
     }
 
-    private func kvCacheType(_ t: KVCacheDType) -> KVCacheType { t == .f16 ? .f16 : .f32 }
-
     private func apply(_ a: ShardAssignment) throws {
         let layers = LayerRange(Int(a.layerBegin), Int(a.layerEnd))
         let needsLoad = slice == nil || slice!.layers != layers || assignment?.modelFingerprint != a.modelFingerprint
             || slice!.cache.maxSequences != Int(a.maxSequences) || slice!.cache.contextLength != Int(a.contextLength)
-            || slice!.cache.type != kvCacheType(a.kvCacheDType)
+            || slice!.cache.type != KVCacheType(a.kvCacheDType)
         if needsLoad {
             slice = nil
             let file: GGUFFile
@@ -252,7 +250,7 @@ public final class ClusterWorker: @unchecked Sendable {
             let start = Date()
             slice = try LayerSlice(file: file, config: config, layers: layers, maxSequences: Int(a.maxSequences),
                                    contextLength: Int(a.contextLength), maxBatch: Int(max(a.maxBatch, 1)),
-                                   kvCache: kvCacheType(a.kvCacheDType), pool: pool)
+                                   kvCache: KVCacheType(a.kvCacheDType), pool: pool)
             modelFile = file
             loadedCacheType.store(Int(a.kvCacheDType.rawValue), ordering: .releasing)
             logger.info("loaded layers \(layers) (\(slice!.weightBytes / 1_048_576) MiB of weights) in \(String(format: "%.2f", Date().timeIntervalSince(start))) s")
@@ -429,4 +427,11 @@ extension ActivationFrame {
         needLogits.removeLast(needLogits.count - w)
         values.removeLast(values.count - w * width)
     }
+}
+
+extension KVCacheType {
+    /// The type a shard assignment names.
+    init(_ wire: KVCacheDType) { self = wire == .f16 ? .f16 : .f32 }
+    /// How a shard assignment names this type.
+    var wire: KVCacheDType { self == .f16 ? .f16 : .f32 }
 }

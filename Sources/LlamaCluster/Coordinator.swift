@@ -504,7 +504,7 @@ final class Scheduler {
                     trainingContextLength: UInt32(c.config.contextLength), ropeFreqBase: c.config.ropeBase,
                     rmsNormEpsilon: c.config.rmsEpsilon, ropeDimensionCount: UInt32(c.config.ropeDim)),
                 epoch: epoch, maxBatch: UInt32(max(c.manifest.batch, c.manifest.maxSequences)),
-                kvCacheDType: c.manifest.kvCache == .f16 ? .f16 : .f32)
+                kvCacheDType: c.manifest.kvCache.wire)
             if w.state == .ready { w.state = .loading }
             sendControl(w.name, .shardAssignment(a))
         }
