@@ -212,13 +212,13 @@ typedef struct {
     void (*quantize_q8_act)(const float *x, void *dst, int64_t n);
     // Optional (may be null): lk_attention for head sizes that are multiples of 32 up to
     // 256, with the arithmetic of the generic loop over dot_f32 and axpy_f32.
-    void (*attention)(const float *q, int64_t q_stride, int64_t nq, const float *k, const float *v,
-                      int64_t kv_stride, int64_t head_dim, int64_t npos, float scale, float *scores,
+    void (*attention)(const float *q, int64_t q_stride, int64_t nkv, int64_t group, const float *k,
+                      const float *v, int64_t kv_stride, int64_t head_dim, int64_t npos, float scale, float *scores,
                       float *out, int64_t out_stride);
     // Optional (may be null): lk_attention_f16, the same for keys and values stored as
     // halves, with the arithmetic of the generic loop over dot_f16_f32 and axpy_f16.
-    void (*attention_f16)(const float *q, int64_t q_stride, int64_t nq, const uint16_t *k, const uint16_t *v,
-                          int64_t kv_stride, int64_t head_dim, int64_t npos, float scale, float *scores,
+    void (*attention_f16)(const float *q, int64_t q_stride, int64_t nkv, int64_t group, const uint16_t *k,
+                          const uint16_t *v, int64_t kv_stride, int64_t head_dim, int64_t npos, float scale, float *scores,
                           float *out, int64_t out_stride);
 } lk_impl;
 

@@ -449,41 +449,49 @@ void lk_f32_to_f16(const float *src, uint16_t *dst, int64_t n) { lk_impl_current
 
 // MARK: - Attention
 
-// The generic loop over a key/value row type: scores one key row at a time for every query
-// head (the row is read once from memory), a softmax per head, then the weighted values one
-// row at a time for every head, so each head's output receives the rows in position order.
+// The generic loop over a key/value row type: scores one cached row at a time for every
+// query head (the row is read once from memory), a softmax per head, then the weighted
+// values one row at a time for every head, so each head's output receives the rows in
+// position order.
 #define LK_ATTENTION_LOOP(T, DOT, AXPY)                                                                 \
     do {                                                                                                \
+        const int64_t nq = nkv * group;                                                                 \
         for (int64_t p = 0; p < npos; p++) {                                                            \
-            const T *kp = k + p * kv_stride;                                                            \
-            for (int64_t h = 0; h < nq; h++) scores[h * npos + p] = (DOT) * scale;                      \
+            for (int64_t h = 0; h < nq; h++) {                                                          \
+                const T *kp = k + p * kv_stride + h / group * head_dim;                                 \
+                scores[h * npos + p] = (DOT) * scale;                                                   \
+            }                                                                                           \
         }                                                                                               \
         for (int64_t h = 0; h < nq; h++) {                                                              \
             lk_softmax(scores + h * npos, npos);                                                        \
             memset(out + h * out_stride, 0, (size_t)head_dim * sizeof(float));                          \
         }                                                                                               \
         for (int64_t p = 0; p < npos; p++) {                                                            \
-            const T *vp = v + p * kv_stride;                                                            \
-            for (int64_t h = 0; h < nq; h++) AXPY(head_dim, scores[h * npos + p], vp, out + h * out_stride); \
+            for (int64_t h = 0; h < nq; h++) {                                                          \
+                const T *vp = v + p * kv_stride + h / group * head_dim;                                 \
+                AXPY(head_dim, scores[h * npos + p], vp, out + h * out_stride);                         \
+            }                                                                                           \
         }                                                                                               \
     } while (0)
 
-void lk_attention(const float *q, int64_t q_stride, int64_t nq, const float *k, const float *v, int64_t kv_stride,
-                  int64_t head_dim, int64_t npos, float scale, float *scores, float *out, int64_t out_stride) {
+void lk_attention(const float *q, int64_t q_stride, int64_t nkv, int64_t group, const float *k, const float *v,
+                  int64_t kv_stride, int64_t head_dim, int64_t npos, float scale, float *scores, float *out,
+                  int64_t out_stride) {
     const lk_impl *impl = lk_impl_current();
     if (impl->attention && head_dim % 32 == 0 && head_dim <= 256) {
-        impl->attention(q, q_stride, nq, k, v, kv_stride, head_dim, npos, scale, scores, out, out_stride);
+        impl->attention(q, q_stride, nkv, group, k, v, kv_stride, head_dim, npos, scale, scores, out, out_stride);
         return;
     }
     LK_ATTENTION_LOOP(float, impl->dot_f32(q + h * q_stride, kp, head_dim), impl->axpy_f32);
 }
 
-void lk_attention_f16(const float *q, int64_t q_stride, int64_t nq, const uint16_t *k, const uint16_t *v,
-                      int64_t kv_stride, int64_t head_dim, int64_t npos, float scale, float *scores, float *out,
-                      int64_t out_stride) {
+void lk_attention_f16(const float *q, int64_t q_stride, int64_t nkv, int64_t group, const uint16_t *k,
+                      const uint16_t *v, int64_t kv_stride, int64_t head_dim, int64_t npos, float scale,
+                      float *scores, float *out, int64_t out_stride) {
     const lk_impl *impl = lk_impl_current();
     if (impl->attention_f16 && head_dim % 32 == 0 && head_dim <= 256) {
-        impl->attention_f16(q, q_stride, nq, k, v, kv_stride, head_dim, npos, scale, scores, out, out_stride);
+        impl->attention_f16(q, q_stride, nkv, group, k, v, kv_stride, head_dim, npos, scale, scores, out,
+                            out_stride);
         return;
     }
     LK_ATTENTION_LOOP(uint16_t, impl->dot_f16_f32(kp, q + h * q_stride, head_dim), impl->axpy_f16);

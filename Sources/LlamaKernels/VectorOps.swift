@@ -31,28 +31,30 @@ public func axpyF32(count: Int, alpha: Float, _ x: UnsafePointer<Float>, _ y: Un
     lk_axpy_f32(Int64(count), alpha, x, y)
 }
 
-/// Causal attention of `queryHeads` query heads sharing one key/value head over positions
-/// `0..<positions` (see `lk_attention`): each head's output is the softmax(`scale` * q·k)-weighted
-/// sum of the value rows. `scores` is scratch for `queryHeads * positions` floats.
+/// Causal attention over positions `0..<positions` of `keyValueHeads` key/value heads lying side
+/// by side in each cached row, each shared by `group` query heads (see `lk_attention`): query head
+/// `j` (at `queries + j * queryStride`) reads key/value head `j / group` and writes
+/// `output + j * outputStride`, the softmax(`scale` * q·k)-weighted sum of its value rows.
+/// `scores` is scratch for `keyValueHeads * group * positions` floats.
 @inline(__always)
 public func groupedAttention(
-    queries: UnsafePointer<Float>, queryStride: Int, queryHeads: Int,
+    queries: UnsafePointer<Float>, queryStride: Int, keyValueHeads: Int, group: Int,
     keys: UnsafePointer<Float>, values: UnsafePointer<Float>, rowStride: Int, headDim: Int, positions: Int,
     scale: Float, scores: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>, outputStride: Int
 ) {
-    lk_attention(queries, Int64(queryStride), Int64(queryHeads), keys, values, Int64(rowStride), Int64(headDim),
-                 Int64(positions), scale, scores, output, Int64(outputStride))
+    lk_attention(queries, Int64(queryStride), Int64(keyValueHeads), Int64(group), keys, values, Int64(rowStride),
+                 Int64(headDim), Int64(positions), scale, scores, output, Int64(outputStride))
 }
 
 /// `groupedAttention` over keys and values stored as IEEE halves (see `lk_attention_f16`).
 @inline(__always)
 public func groupedAttention(
-    queries: UnsafePointer<Float>, queryStride: Int, queryHeads: Int,
+    queries: UnsafePointer<Float>, queryStride: Int, keyValueHeads: Int, group: Int,
     keys: UnsafePointer<UInt16>, values: UnsafePointer<UInt16>, rowStride: Int, headDim: Int, positions: Int,
     scale: Float, scores: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>, outputStride: Int
 ) {
-    lk_attention_f16(queries, Int64(queryStride), Int64(queryHeads), keys, values, Int64(rowStride), Int64(headDim),
-                     Int64(positions), scale, scores, output, Int64(outputStride))
+    lk_attention_f16(queries, Int64(queryStride), Int64(keyValueHeads), Int64(group), keys, values, Int64(rowStride),
+                     Int64(headDim), Int64(positions), scale, scores, output, Int64(outputStride))
 }
 
 /// Sum of `half(a[i]) * b[i]` for a vector stored as IEEE halves.

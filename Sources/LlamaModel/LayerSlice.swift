@@ -30,7 +30,7 @@ public final class LayerSlice {
     private let h1: UnsafeMutablePointer<Float>     // (batch, ffn)
     private let h3: UnsafeMutablePointer<Float>     // (batch, ffn)
     private let rope: UnsafeMutablePointer<Float>   // (batch, ropeDim/2, 2) cos, sin
-    private let scores: UnsafeMutablePointer<Float> // (threads, query heads per KV head, context)
+    private let scores: UnsafeMutablePointer<Float> // (threads, query heads, context)
     private var slots = [Int](), positions = [Int]()
     private var batchNext: [Int]
 
@@ -68,7 +68,7 @@ public final class LayerSlice {
         h1 = buffer(maxBatch * config.ffnDim)
         h3 = buffer(maxBatch * config.ffnDim)
         rope = buffer(maxBatch * config.ropeDim)
-        scores = buffer(pool.threadCount * (config.headCount / config.kvHeadCount) * ctx)
+        scores = buffer(pool.threadCount * config.headCount * ctx)
         batchNext = [Int](repeating: -1, count: maxSequences)
         slots.reserveCapacity(maxBatch)
         positions.reserveCapacity(maxBatch)
@@ -207,35 +207,37 @@ public final class LayerSlice {
     private func attention(layer: Int, count n: Int) {
         let c = config
         let hd = c.headDim, kvDim = c.kvDim, group = c.headCount / c.kvHeadCount
-        // One task per token and key/value head: its query heads read each cached row once.
+        // Tasks are (token, key/value head); each thread takes a contiguous range and hands the
+        // kernel each token's run of heads at once, so that it walks their cached rows together.
         let tasks = n * c.kvHeadCount
         let threads = min(pool.threadCount, tasks)
         let scale = 1 / Float(hd).squareRoot()
         let ctx = cache.contextLength
         pool.parallelFor(threads) { chunk in
-            let s = self.scores + chunk * group * ctx
-            // Contiguous ranges of tasks (neighbouring heads read neighbouring cache lines), cut so
-            // that every thread gets about the same number of cached positions to visit: later
-            // tokens of a prompt have longer histories.
+            let s = self.scores + chunk * c.headCount * ctx
+            // Contiguous ranges of tasks, cut so that every thread gets about the same number of
+            // cached positions to visit: later tokens of a prompt have longer histories.
             let (lo, hi) = self.attentionRange(chunk: chunk, threads: threads, count: n)
-            for task in lo..<hi {
-                let t = task / c.kvHeadCount, kvh = task % c.kvHeadCount
-                let base = self.cache.offset(layer: layer, slot: self.slots[t], position: 0) + kvh * hd
-                let firstHead = kvh * group
-                let query = self.q + t * c.dim + firstHead * hd, output = self.att + t * c.dim + firstHead * hd
+            var task = lo
+            while task < hi {
+                let t = task / c.kvHeadCount, firstKV = task % c.kvHeadCount
+                let kvHeads = min(hi - task, c.kvHeadCount - firstKV)
+                let base = self.cache.offset(layer: layer, slot: self.slots[t], position: 0) + firstKV * hd
+                let query = self.q + t * c.dim + firstKV * group * hd, output = self.att + t * c.dim + firstKV * group * hd
                 let positions = Int(self.positions[t]) + 1
                 switch self.cache.type {
                 case .f32:
-                    groupedAttention(queries: query, queryStride: hd, queryHeads: group,
+                    groupedAttention(queries: query, queryStride: hd, keyValueHeads: kvHeads, group: group,
                                      keys: self.cache.keys.assumingMemoryBound(to: Float.self) + base,
                                      values: self.cache.values.assumingMemoryBound(to: Float.self) + base, rowStride: kvDim,
                                      headDim: hd, positions: positions, scale: scale, scores: s, output: output, outputStride: hd)
                 case .f16:
-                    groupedAttention(queries: query, queryStride: hd, queryHeads: group,
+                    groupedAttention(queries: query, queryStride: hd, keyValueHeads: kvHeads, group: group,
                                      keys: self.cache.keys.assumingMemoryBound(to: UInt16.self) + base,
                                      values: self.cache.values.assumingMemoryBound(to: UInt16.self) + base, rowStride: kvDim,
                                      headDim: hd, positions: positions, scale: scale, scores: s, output: output, outputStride: hd)
                 }
+                task += kvHeads
             }
         }
     }

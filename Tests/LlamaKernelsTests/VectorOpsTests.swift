@@ -51,16 +51,19 @@ struct VectorOpsTests {
     /// against the same computation spelled out with the level's dot and axpy (which a
     /// level's dedicated attention routine must reproduce exactly), for keys and values
     /// stored as floats and as halves (an f16 KV cache), head sizes with and without a
-    /// dedicated routine, strided rows, and 1 to 37 cached positions.
+    /// dedicated routine, strided rows, several key/value heads side by side in a row, each
+    /// shared by 1 to 3 query heads, and 1 to 37 cached positions (the AVX-512 routine takes
+    /// positions in blocks of 8).
     @Test("attention matches dot-and-axpy bitwise and a double reference, float and half cache, every level")
     func attention() {
         var rng = TestRandom(seed: 23)
         for level in KernelISA.available {
             KernelISA.force(level)
             for headDim in [32, 48, 64, 128, 256] {
-                for (heads, positions) in [(1, 1), (2, 5), (3, 37), (4, 17)] {
+                for (kvHeads, group, positions) in [(1, 1, 1), (1, 2, 5), (1, 3, 37), (2, 2, 17), (3, 1, 20), (4, 1, 8)] {
                     for half in [false, true] {
-                        checkAttention(level: level, half: half, headDim: headDim, heads: heads, positions: positions, rng: &rng)
+                        checkAttention(level: level, half: half, headDim: headDim, kvHeads: kvHeads, group: group,
+                                       positions: positions, rng: &rng)
                     }
                 }
             }
@@ -68,8 +71,10 @@ struct VectorOpsTests {
         KernelISA.force(KernelISA.best)
     }
 
-    private func checkAttention(level: KernelISA, half: Bool, headDim: Int, heads: Int, positions: Int, rng: inout TestRandom) {
-        let qStride = headDim + 3, rowStride = headDim * 2 + 5, outStride = headDim + 7
+    private func checkAttention(level: KernelISA, half: Bool, headDim: Int, kvHeads: Int, group: Int, positions: Int,
+                                rng: inout TestRandom) {
+        let heads = kvHeads * group
+        let qStride = headDim + 3, rowStride = kvHeads * headDim + 5, outStride = headDim + 7
         let q = rng.floats(heads * qStride)
         var k = rng.floats(positions * rowStride), v = rng.floats(positions * rowStride)
         let kHalf = k.map { floatToHalf($0) }, vHalf = v.map { floatToHalf($0) }
@@ -82,24 +87,25 @@ struct VectorOpsTests {
         var scores = [Float](repeating: 0, count: heads * positions)
         var out = [Float](repeating: .nan, count: heads * outStride)
         if half {
-            groupedAttention(queries: q, queryStride: qStride, queryHeads: heads, keys: kHalf, values: vHalf,
+            groupedAttention(queries: q, queryStride: qStride, keyValueHeads: kvHeads, group: group, keys: kHalf, values: vHalf,
                              rowStride: rowStride, headDim: headDim, positions: positions, scale: scale,
                              scores: &scores, output: &out, outputStride: outStride)
         } else {
-            groupedAttention(queries: q, queryStride: qStride, queryHeads: heads, keys: k, values: v,
+            groupedAttention(queries: q, queryStride: qStride, keyValueHeads: kvHeads, group: group, keys: k, values: v,
                              rowStride: rowStride, headDim: headDim, positions: positions, scale: scale,
                              scores: &scores, output: &out, outputStride: outStride)
         }
-        let label = "\(level) \(half ? "f16" : "f32") head \(headDim) heads \(heads) positions \(positions)"
+        let label = "\(level) \(half ? "f16" : "f32") head \(headDim) kv heads \(kvHeads) x \(group) positions \(positions)"
         for h in 0..<heads {
+            let row = h / group * headDim  // this head's key/value slice within a cached row
             // The generic computation with this level's dot and axpy.
             var s = (0..<positions).map { p -> Float in
                 q.withUnsafeBufferPointer { qp in
                     let query = qp.baseAddress! + h * qStride
                     if half {
-                        return kHalf.withUnsafeBufferPointer { dotF16F32($0.baseAddress! + p * rowStride, query, count: headDim) } * scale
+                        return kHalf.withUnsafeBufferPointer { dotF16F32($0.baseAddress! + p * rowStride + row, query, count: headDim) } * scale
                     }
-                    return k.withUnsafeBufferPointer { dotF32(query, $0.baseAddress! + p * rowStride, count: headDim) } * scale
+                    return k.withUnsafeBufferPointer { dotF32(query, $0.baseAddress! + p * rowStride + row, count: headDim) } * scale
                 }
             }
             let top = s.max()!
@@ -110,14 +116,14 @@ struct VectorOpsTests {
             var generic = [Float](repeating: 0, count: headDim)
             for p in 0..<positions {
                 if half {
-                    vHalf.withUnsafeBufferPointer { axpyF16(count: headDim, alpha: s[p], $0.baseAddress! + p * rowStride, &generic) }
+                    vHalf.withUnsafeBufferPointer { axpyF16(count: headDim, alpha: s[p], $0.baseAddress! + p * rowStride + row, &generic) }
                 } else {
-                    v.withUnsafeBufferPointer { axpyF32(count: headDim, alpha: s[p], $0.baseAddress! + p * rowStride, &generic) }
+                    v.withUnsafeBufferPointer { axpyF32(count: headDim, alpha: s[p], $0.baseAddress! + p * rowStride + row, &generic) }
                 }
             }
             // Double precision.
             let logits = (0..<positions).map { p in
-                (0..<headDim).reduce(0.0) { $0 + Double(q[h * qStride + $1]) * Double(k[p * rowStride + $1]) } * Double(scale)
+                (0..<headDim).reduce(0.0) { $0 + Double(q[h * qStride + $1]) * Double(k[p * rowStride + row + $1]) } * Double(scale)
             }
             let m = logits.max()!
             let weights = logits.map { Foundation.exp($0 - m) }
@@ -128,8 +134,8 @@ struct VectorOpsTests {
                 if got.bitPattern != generic[d].bitPattern { bitwise += 1 }
                 var want = 0.0, magnitude = 0.0
                 for p in 0..<positions {
-                    want += weights[p] / total * Double(v[p * rowStride + d])
-                    magnitude += weights[p] / total * abs(Double(v[p * rowStride + d]))
+                    want += weights[p] / total * Double(v[p * rowStride + row + d])
+                    magnitude += weights[p] / total * abs(Double(v[p * rowStride + row + d]))
                 }
                 if !(abs(Double(got) - want) <= 1e-5 * magnitude + 1e-6) { off += 1 }
             }

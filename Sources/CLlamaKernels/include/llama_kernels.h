@@ -114,20 +114,23 @@ void lk_f32_to_f16(const float *src, uint16_t *dst, int64_t n);
 
 // MARK: - Attention
 
-/// Causal attention of `nq` query heads that share one key/value head, over
-/// positions 0..<npos: for each head h, with q_h = q + h * q_stride,
-///   w_h = softmax(scale * (q_h . k_p) for each p),
-///   out + h * out_stride = sum over p of w_h[p] * v_p,
-/// where k_p = k + p * kv_stride and v_p = v + p * kv_stride hold `head_dim`
-/// floats. `scores` is scratch for nq * npos floats. Each head's result is
+/// Causal attention over positions 0..<npos of `nkv` key/value heads that lie side
+/// by side in each cached row (head g at k + g * head_dim), each shared by `group`
+/// query heads: for query head j < nkv * group, with q_j = q + j * q_stride and
+/// g = j / group,
+///   w_j = softmax(scale * (q_j . k_p,g) for each p),
+///   out + j * out_stride = sum over p of w_j[p] * v_p,g,
+/// where k_p,g = k + p * kv_stride + g * head_dim (and v likewise) hold `head_dim`
+/// floats. `scores` is scratch for nkv * group * npos floats. Each head's result is
 /// bitwise the same whichever other heads are computed with it.
-void lk_attention(const float *q, int64_t q_stride, int64_t nq, const float *k, const float *v, int64_t kv_stride,
-                  int64_t head_dim, int64_t npos, float scale, float *scores, float *out, int64_t out_stride);
+void lk_attention(const float *q, int64_t q_stride, int64_t nkv, int64_t group, const float *k, const float *v,
+                  int64_t kv_stride, int64_t head_dim, int64_t npos, float scale, float *scores, float *out,
+                  int64_t out_stride);
 /// lk_attention over keys and values stored as IEEE halves (an f16 KV cache):
 /// the same sums with each cached element widened to float as it is read.
-void lk_attention_f16(const float *q, int64_t q_stride, int64_t nq, const uint16_t *k, const uint16_t *v,
-                      int64_t kv_stride, int64_t head_dim, int64_t npos, float scale, float *scores, float *out,
-                      int64_t out_stride);
+void lk_attention_f16(const float *q, int64_t q_stride, int64_t nkv, int64_t group, const uint16_t *k,
+                      const uint16_t *v, int64_t kv_stride, int64_t head_dim, int64_t npos, float scale,
+                      float *scores, float *out, int64_t out_stride);
 
 // MARK: - Instruction-set selection
 
