@@ -210,6 +210,8 @@ typedef struct {
     // Optional (may be null): lk_quantize_activations for Q4_0 and Q8_0 weights, producing
     // the same bytes as the portable loop.
     void (*quantize_q8_act)(const float *x, void *dst, int64_t n);
+    // Optional (may be null): lk_swiglu.
+    void (*swiglu)(float *gate, const float *up, int64_t n);
     // Optional (may be null): lk_attention for head sizes that are multiples of 32 up to
     // 256, with the arithmetic of the generic loop over dot_f32 and axpy_f32.
     void (*attention)(const float *q, int64_t q_stride, int64_t nkv, int64_t group, const float *k,

@@ -447,6 +447,18 @@ void lk_axpy_f16(int64_t n, float a, const uint16_t *x, float *y) { lk_impl_curr
 void lk_f16_to_f32(const uint16_t *src, float *dst, int64_t n) { lk_impl_current()->f16_to_f32(src, dst, n); }
 void lk_f32_to_f16(const float *src, uint16_t *dst, int64_t n) { lk_impl_current()->f32_to_f16(src, dst, n); }
 
+void lk_swiglu(float *gate, const float *up, int64_t n) {
+    const lk_impl *impl = lk_impl_current();
+    if (impl->swiglu) {
+        impl->swiglu(gate, up, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
 // MARK: - Attention
 
 // The generic loop over a key/value row type: scores one cached row at a time for every

@@ -99,9 +99,11 @@ private struct RowPartition {
     var chunkRows: Int
     var count: Int
 
-    init(rows: Int, type: GGMLType, threads: Int) {
+    /// `share` of the sixteen ranges per thread (products run in one dispatch split them by rows,
+    /// so that the dispatch still hands out about sixteen per thread, one at a time).
+    init(rows: Int, type: GGMLType, threads: Int, share: Double = 1) {
         let tile = Int(lk_matmul_row_tile(Int32(type.rawValue)))
-        let wanted = threads == 1 ? 1 : threads * 16
+        let wanted = threads == 1 ? 1 : max(1, Int(Double(threads * 16) * share))
         let chunk = roundUp(max(1, (rows + wanted - 1) / wanted), tile)
         self.rows = rows
         self.chunkRows = chunk
@@ -143,34 +145,48 @@ public func matmul(
     }
 }
 
-/// Two products sharing one input, as the gate and up projections of a
-/// feed-forward block: `output1 = input x W1^T`, `output2 = input x W2^T`.
+/// Two or three products sharing one input, as the query, key and value projections or the
+/// gate and up projections of a layer: `output_i = input x W_i^T` for each weight matrix.
 ///
-/// When both weights use the same encoding the input is encoded once, and both
-/// products run in a single parallel dispatch.
-public func matmulPair(
-    _ w1: WeightMatrix, _ w2: WeightMatrix, input: UnsafePointer<Float>, batch: Int,
+/// When all weights use the same encoding the input is encoded once and every product's row
+/// ranges run in a single parallel dispatch (one wait at the end instead of one per product);
+/// otherwise the products run one after the other. Either way each output is bitwise what
+/// `matmul` gives.
+public func matmulShared(
+    _ w1: WeightMatrix, _ w2: WeightMatrix, _ w3: WeightMatrix? = nil, input: UnsafePointer<Float>, batch: Int,
     output1: UnsafeMutablePointer<Float>, output2: UnsafeMutablePointer<Float>,
-    pool: ThreadPool, scratch: MatmulScratch
+    output3: UnsafeMutablePointer<Float>? = nil, pool: ThreadPool, scratch: MatmulScratch
 ) {
-    precondition(w1.cols == w2.cols, "matmulPair: the weights have different input widths")
+    precondition(w1.cols == w2.cols && (w3 == nil || w3!.cols == w1.cols),
+                 "matmulShared: the weights have different input widths")
+    precondition((w3 == nil) == (output3 == nil), "matmulShared: a third weight matrix needs a third output")
     if batch <= 0 { return }
-    let sameEncoding = lk_vec_dot_type(Int32(w1.type.rawValue)) == lk_vec_dot_type(Int32(w2.type.rawValue))
+    let encoding = lk_vec_dot_type(Int32(w1.type.rawValue))
+    let sameEncoding = lk_vec_dot_type(Int32(w2.type.rawValue)) == encoding
+        && (w3 == nil || lk_vec_dot_type(Int32(w3!.type.rawValue)) == encoding)
     guard sameEncoding else {
         matmul(w1, input: input, batch: batch, output: output1, pool: pool, scratch: scratch)
         matmul(w2, input: input, batch: batch, output: output2, pool: pool, scratch: scratch)
+        if let w3, let output3 { matmul(w3, input: input, batch: batch, output: output3, pool: pool, scratch: scratch) }
         return
     }
     let x = encodeActivations(type: w1.type, cols: w1.cols, input: input, batch: batch, pool: pool, scratch: scratch)
-    let first = RowPartition(rows: w1.rows, type: w1.type, threads: pool.threadCount)
-    let second = RowPartition(rows: w2.rows, type: w2.type, threads: pool.threadCount)
-    pool.parallelFor(first.count + second.count) { index in
-        if index < first.count {
+    let totalRows = Double(w1.rows + w2.rows + (w3?.rows ?? 0))
+    func partition(_ w: WeightMatrix) -> RowPartition {
+        RowPartition(rows: w.rows, type: w.type, threads: pool.threadCount, share: Double(w.rows) / totalRows)
+    }
+    let first = partition(w1), second = partition(w2), third = w3.map(partition)
+    let n1 = first.count, n12 = first.count + second.count
+    pool.parallelFor(n12 + (third?.count ?? 0)) { index in
+        if index < n1 {
             let range = first.range(index)
             runKernel(w1, x, batch: batch, output: output1, rowBegin: range.begin, rowEnd: range.end)
-        } else {
-            let range = second.range(index - first.count)
+        } else if index < n12 {
+            let range = second.range(index - n1)
             runKernel(w2, x, batch: batch, output: output2, rowBegin: range.begin, rowEnd: range.end)
+        } else {
+            let range = third!.range(index - n12)
+            runKernel(w3!, x, batch: batch, output: output3!, rowBegin: range.begin, rowEnd: range.end)
         }
     }
 }

@@ -57,6 +57,12 @@ public func groupedAttention(
                      Int64(headDim), Int64(positions), scale, scores, output, Int64(outputStride))
 }
 
+/// The SwiGLU gate in place: `gate[i] = silu(gate[i]) * up[i]` (see `lk_swiglu`).
+@inline(__always)
+public func swiglu(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int) {
+    lk_swiglu(gate, up, Int64(count))
+}
+
 /// Sum of `half(a[i]) * b[i]` for a vector stored as IEEE halves.
 @inline(__always)
 public func dotF16F32(_ a: UnsafePointer<UInt16>, _ b: UnsafePointer<Float>, count: Int) -> Float {

@@ -145,9 +145,7 @@ public final class LayerSlice {
         for (li, w) in weights.enumerated() {
             // Attention block.
             rmsNorm(x, count: n, dim: dim, weight: w.attentionNorm, epsilon: c.rmsEpsilon, out: xb)
-            matmul(w.wq, input: xb, batch: n, output: q, pool: pool, scratch: scratch)
-            matmul(w.wk, input: xb, batch: n, output: k, pool: pool, scratch: scratch)
-            matmul(w.wv, input: xb, batch: n, output: v, pool: pool, scratch: scratch)
+            matmulShared(w.wq, w.wk, w.wv, input: xb, batch: n, output1: q, output2: k, output3: v, pool: pool, scratch: scratch)
             applyRope(q, heads: c.headCount, count: n)
             applyRope(k, heads: c.kvHeadCount, count: n)
             for i in 0..<n {
@@ -159,9 +157,8 @@ public final class LayerSlice {
 
             // Feed-forward block.
             rmsNorm(x, count: n, dim: dim, weight: w.ffnNorm, epsilon: c.rmsEpsilon, out: xb)
-            matmul(w.w1, input: xb, batch: n, output: h1, pool: pool, scratch: scratch)
-            matmul(w.w3, input: xb, batch: n, output: h3, pool: pool, scratch: scratch)
-            swiglu(count: n * ffn)
+            matmulShared(w.w1, w.w3, input: xb, batch: n, output1: h1, output2: h3, pool: pool, scratch: scratch)
+            swigluInPlace(count: n * ffn)
             matmul(w.w2, input: h1, batch: n, output: xb, pool: pool, scratch: scratch)
             addInPlace(x, xb, n * dim)
         }
@@ -266,15 +263,11 @@ public final class LayerSlice {
     }
 
     /// h1 = silu(h1) * h3, spread over the pool.
-    private func swiglu(count total: Int) {
+    private func swigluInPlace(count total: Int) {
         let threads = pool.threadCount
         pool.parallelFor(threads) { chunk in
             let lo = total * chunk / threads, hi = total * (chunk + 1) / threads
-            let a = self.h1, b = self.h3
-            for i in lo..<hi {
-                let g = a[i]
-                a[i] = g / (1 + expf(-g)) * b[i]
-            }
+            swiglu(gate: self.h1 + lo, up: self.h3 + lo, count: hi - lo)
         }
     }
 

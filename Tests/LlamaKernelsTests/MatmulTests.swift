@@ -197,32 +197,58 @@ struct MatmulTests {
         }
     }
 
-    @Test("paired products equal two single products")
-    func pair() {
+    @Test("shared-input products equal single products, two or three, same or mixed encodings")
+    func shared() {
         let pool = ThreadPool(threadCount: 2)
-        let scratch = MatmulScratch(maxCols: 512, maxBatch: 4)
-        for (type1, type2) in [(GGMLType.q4_0, GGMLType.q4_0), (.q4_K, .q6_K), (.q4_0, .q8_0), (.f16, .f32)] {
-            let cols = 512
-            var rng = TestRandom(seed: 5)
-            let rows1 = 96, rows2 = 40, batch = 3
-            var w1 = [UInt8](), w2 = [UInt8]()
-            for _ in 0..<rows1 { w1 += randomEncodedRow(type1, count: cols, rng: &rng) }
-            for _ in 0..<rows2 { w2 += randomEncodedRow(type2, count: cols, rng: &rng) }
-            let input = rng.floats(batch * cols)
-            var single1 = [Float](repeating: 0, count: batch * rows1), single2 = [Float](repeating: 0, count: batch * rows2)
-            var paired1 = single1, paired2 = single2
-            w1.withUnsafeBytes { p1 in
-                w2.withUnsafeBytes { p2 in
-                    let m1 = WeightMatrix(type: type1, rows: rows1, cols: cols, data: p1.baseAddress!)
-                    let m2 = WeightMatrix(type: type2, rows: rows2, cols: cols, data: p2.baseAddress!)
-                    matmul(m1, input: input, batch: batch, output: &single1, pool: pool, scratch: scratch)
-                    matmul(m2, input: input, batch: batch, output: &single2, pool: pool, scratch: scratch)
-                    matmulPair(m1, m2, input: input, batch: batch, output1: &paired1, output2: &paired2, pool: pool, scratch: scratch)
+        let scratch = MatmulScratch(maxCols: 512, maxBatch: 8)
+        let cases: [[GGMLType]] = [[.q4_0, .q4_0], [.q4_K, .q6_K], [.q4_0, .q8_0], [.f16, .f32],
+                                   [.q4_0, .q4_0, .q4_0], [.q8_0, .q4_0, .q8_0], [.q4_0, .q4_0, .q6_K], [.f32, .f16, .bf16]]
+        for types in cases {
+            for batch in [1, 3, 8] {
+                let cols = 512
+                var rng = TestRandom(seed: 5)
+                let rows = [96, 40, 72]
+                var weights: [[UInt8]] = []
+                for (i, type) in types.enumerated() {
+                    var w = [UInt8]()
+                    for _ in 0..<rows[i] { w += randomEncodedRow(type, count: cols, rng: &rng) }
+                    weights.append(w)
+                }
+                let input = rng.floats(batch * cols)
+                var single = types.indices.map { [Float](repeating: 0, count: batch * rows[$0]) }
+                var shared1 = [Float](repeating: .nan, count: batch * rows[0])
+                var shared2 = [Float](repeating: .nan, count: batch * rows[1])
+                var shared3 = [Float](repeating: .nan, count: batch * rows[2])
+                withMatrices(types, rows: rows, cols: cols, weights) { m in
+                    for i in m.indices {
+                        matmul(m[i], input: input, batch: batch, output: &single[i], pool: pool, scratch: scratch)
+                    }
+                    if m.count == 3 {
+                        matmulShared(m[0], m[1], m[2], input: input, batch: batch, output1: &shared1, output2: &shared2,
+                                     output3: &shared3, pool: pool, scratch: scratch)
+                    } else {
+                        matmulShared(m[0], m[1], input: input, batch: batch, output1: &shared1, output2: &shared2,
+                                     pool: pool, scratch: scratch)
+                    }
+                }
+                let shared = [shared1, shared2, shared3]
+                for i in types.indices {
+                    #expect(single[i] == shared[i], "\(types) batch \(batch): output \(i + 1)")
                 }
             }
-            #expect(single1 == paired1, "\(type1)/\(type2) first output")
-            #expect(single2 == paired2, "\(type1)/\(type2) second output")
         }
+    }
+
+    /// Weight matrices over `weights` (one byte array each) for the duration of `body`.
+    private func withMatrices(_ types: [GGMLType], rows: [Int], cols: Int, _ weights: [[UInt8]],
+                              _ body: ([WeightMatrix]) -> Void) {
+        func nest(_ i: Int, _ built: [WeightMatrix]) {
+            if i == types.count { body(built); return }
+            weights[i].withUnsafeBytes { p in
+                nest(i + 1, built + [WeightMatrix(type: types[i], rows: rows[i], cols: cols, data: p.baseAddress!)])
+            }
+        }
+        nest(0, [])
     }
 }
 }

@@ -144,6 +144,43 @@ struct VectorOpsTests {
         }
     }
 
+    /// SwiGLU against silu(g) * u in double precision, at every level: gates from a wide normal
+    /// spread plus the ends where e^-g overflows or vanishes, every length from 1 to 40 (the
+    /// vector routine's masked tail) and a long row.
+    @Test("swiglu is within a few units in the last place of a double reference, every level")
+    func swigluAccuracy() {
+        var rng = TestRandom(seed: 31)
+        let edges: [Float] = [0, -0.0, 1e-20, -1e-20, 0.5, -0.5, 10, -10, 30, -30, 87, -87, 88.5, -88.5, 89, -89,
+                              95, -95, 103, -103, 110, -110, 1e30, -1e30]
+        var gates = edges + (0..<4000).map { _ in rng.gaussian() * 6 }
+        var ups = gates.map { _ in rng.uniform(-2, 2) }
+        gates += (0..<40).map { _ in rng.gaussian() * 4 }
+        ups += (0..<40).map { _ in rng.uniform(-2, 2) }
+        for level in KernelISA.available {
+            KernelISA.force(level)
+            var lengths = Array(1...40).map { (gates.count - 40, $0) }
+            lengths.append((0, gates.count))
+            var off = 0
+            var worst = ""
+            for (start, count) in lengths {
+                var got = Array(gates[start..<start + count])
+                let up = Array(ups[start..<start + count])
+                swiglu(gate: &got, up: up, count: count)
+                for i in 0..<count {
+                    let g = Double(gates[start + i]), u = Double(up[i])
+                    let want = g / (1 + Foundation.exp(-g)) * u
+                    let tolerance = 6e-7 * abs(want) + 1e-35  // below, e^-g overflows: 0
+                    if !(abs(Double(got[i]) - want) <= tolerance) {
+                        off += 1
+                        worst = "g \(g) u \(u): \(got[i]) vs \(want)"
+                    }
+                }
+            }
+            #expect(off == 0, "\(level): \(off) values off, e.g. \(worst)")
+        }
+        KernelISA.force(KernelISA.best)
+    }
+
     @Test("levels are reported and clamped")
     func levels() {
         #expect(KernelISA.available.first == .scalar)
