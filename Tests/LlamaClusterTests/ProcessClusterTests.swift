@@ -22,10 +22,17 @@ struct ProcessClusterTests {
             try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
         }
 
-        func start(_ name: String, _ tool: String, _ args: [String]) throws {
+        /// Starts `tool` with `args`, inside network namespace `netns` if one is given.
+        func start(_ name: String, _ tool: String, _ args: [String], netns: String? = nil) throws {
             let p = Process()
-            p.executableURL = ProcessClusterTests.binDirectory.appendingPathComponent(tool)
-            p.arguments = args
+            let path = ProcessClusterTests.binDirectory.appendingPathComponent(tool)
+            if let netns, let ip = NetworkNamespaces.ipTool {
+                p.executableURL = URL(fileURLWithPath: ip)
+                p.arguments = ["netns", "exec", netns, path.path] + args
+            } else {
+                p.executableURL = path
+                p.arguments = args
+            }
             let log = logs.appendingPathComponent("\(name).log")
             FileManager.default.createFile(atPath: log.path, contents: nil)
             let handle = try FileHandle(forWritingTo: log)
