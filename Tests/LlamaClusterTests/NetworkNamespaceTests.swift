@@ -19,18 +19,7 @@ struct NetworkNamespaceTests {
         defer { procs.stopAll() }
         let coordIP = net.address("c")
         let control = "tcp://\(coordIP):5555"
-        let manifest = procs.logs.appendingPathComponent("cluster.yaml")
-        try """
-            model: \(Repo.demoModel)
-            coordinator: { control: "\(control)", http: "\(coordIP):8080", threads: 1 }
-            activations: f16
-            max_sequences: 4
-            context: 512
-            heartbeat_timeout: 1.5
-            workers:
-              - { name: w1, threads: 1 }
-              - { name: w2, threads: 1 }
-            """.write(to: manifest, atomically: true, encoding: .utf8)
+        let manifest = try ProcessClusterTests.writeManifest(procs, control: control, http: "\(coordIP):8080", activations: "f16")
         try procs.start("coord", "llama-coord", ["start", "--manifest", manifest.path], netns: net.namespace("c"))
         // w1 has the model file; w2 has none and receives its layers from the coordinator.
         try procs.start("w1", "llama-worker", ["join", "--coordinator", control, "--name", "w1", "--threads", "1",
@@ -51,21 +40,7 @@ struct NetworkNamespaceTests {
 
         // w2's host drops off the network mid-stream (its link goes down: no FIN, no RST, the
         // process keeps running). The client gets an error naming w2 within seconds.
-        let start = Date()
-        var streamed = 0
-        var failure: Error?
-        do {
-            _ = try streamCompletion(endpoint: endpoint, prompt: "Python is", parameters: .greedy, maxTokens: 450) { _ in
-                streamed += 1
-                if streamed == 3 { try? net.cut("w2") }
-            }
-        } catch {
-            failure = error
-        }
-        #expect(failure != nil && "\(failure!)".contains("w2"), "\(String(describing: failure))")
-        #expect(Date().timeIntervalSince(start) < 15)
-        let health = try request(method: "GET", url: endpoint + "/health")
-        #expect(health.status == 503 && health.text.contains("w2"), "\(health.text)")
+        try ProcessClusterTests.expectLossReported(endpoint, worker: "w2") { try? net.cut("w2") }
 
         // Back on the network, it is taken in again and the cluster answers as before.
         try net.restore("w2")

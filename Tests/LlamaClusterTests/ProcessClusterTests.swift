@@ -70,6 +70,44 @@ struct ProcessClusterTests {
         throw Timeout(description: "no healthy cluster after \(timeout) s\n" + ["coord", "w1", "w2"].map { procs.log($0) }.joined(separator: "\n"))
     }
 
+    /// The two-worker manifest of these tests (demo model, 1.5 s heartbeat timeout), written
+    /// beside the logs.
+    static func writeManifest(_ procs: Processes, control: String, http: String, activations: String) throws -> URL {
+        let manifest = procs.logs.appendingPathComponent("cluster.yaml")
+        try """
+            model: \(Repo.demoModel)
+            coordinator: { control: "\(control)", http: "\(http)", threads: 1 }
+            activations: \(activations)
+            max_sequences: 4
+            context: 512
+            heartbeat_timeout: 1.5
+            workers:
+              - { name: w1, threads: 1 }
+              - { name: w2, threads: 1 }
+            """.write(to: manifest, atomically: true, encoding: .utf8)
+        return manifest
+    }
+
+    /// Streams a long completion and runs `lose` after three tokens: the stream must end with an
+    /// error naming `worker` within 15 s, and /health must answer 503 naming it.
+    static func expectLossReported(_ endpoint: String, worker: String, lose: () -> Void) throws {
+        let start = Date()
+        var streamed = 0
+        var failure: Error?
+        do {
+            _ = try streamCompletion(endpoint: endpoint, prompt: "Python is", parameters: .greedy, maxTokens: 450) { _ in
+                streamed += 1
+                if streamed == 3 { lose() }
+            }
+        } catch {
+            failure = error
+        }
+        #expect(failure != nil && "\(failure!)".contains(worker), "\(String(describing: failure))")
+        #expect(Date().timeIntervalSince(start) < 15)
+        let health = try request(method: "GET", url: endpoint + "/health")
+        #expect(health.status == 503 && health.text.contains(worker), "\(health.text)")
+    }
+
     static func complete(_ endpoint: String, _ prompt: String, _ n: Int) throws -> String {
         var text = ""
         _ = try streamCompletion(endpoint: endpoint, prompt: prompt, parameters: .greedy, maxTokens: n) { text += $0 }
@@ -83,18 +121,7 @@ struct ProcessClusterTests {
         let control = try LoopbackPort.freeEndpoint()
         let httpPort = try LoopbackPort.pickFree()
         let endpoint = "http://127.0.0.1:\(httpPort)"
-        let manifest = procs.logs.appendingPathComponent("cluster.yaml")
-        try """
-            model: \(Repo.demoModel)
-            coordinator: { control: "\(control)", http: "127.0.0.1:\(httpPort)", threads: 1 }
-            activations: f32
-            max_sequences: 4
-            context: 512
-            heartbeat_timeout: 1.5
-            workers:
-              - { name: w1, threads: 1 }
-              - { name: w2, threads: 1 }
-            """.write(to: manifest, atomically: true, encoding: .utf8)
+        let manifest = try Self.writeManifest(procs, control: control, http: "127.0.0.1:\(httpPort)", activations: "f32")
         try procs.start("coord", "llama-coord", ["start", "--manifest", manifest.path])
         let cache = procs.logs.appendingPathComponent("cache").path
         try procs.start("w1", "llama-worker", ["join", "--coordinator", control, "--name", "w1", "--threads", "1",
@@ -132,21 +159,7 @@ struct ProcessClusterTests {
         #expect(r.status == 400)
 
         // A worker killed mid-stream: the client gets a clear error quickly, /health names it.
-        let start = Date()
-        var streamed = 0
-        var failure: Error?
-        do {
-            _ = try streamCompletion(endpoint: endpoint, prompt: "Python is", parameters: .greedy, maxTokens: 450) { _ in
-                streamed += 1
-                if streamed == 3 { procs.kill("w2") }
-            }
-        } catch {
-            failure = error
-        }
-        #expect(failure != nil && "\(failure!)".contains("w2"), "\(String(describing: failure))")
-        #expect(Date().timeIntervalSince(start) < 15)
-        let health = try request(method: "GET", url: endpoint + "/health")
-        #expect(health.status == 503 && health.text.contains("w2"), "\(health.text)")
+        try Self.expectLossReported(endpoint, worker: "w2") { procs.kill("w2") }
 
         // It rejoins (its layers now come from its cache) and the cluster serves again.
         try procs.start("w2", "llama-worker", ["join", "--coordinator", control, "--name", "w2", "--threads", "1",
