@@ -274,6 +274,8 @@ LK_INLINE void lk_q8w_rows(int type, int RM, const uint8_t *W, size_t ws, int64_
     const int64_t nsb = (nb + 15) / 16;
     for (int64_t s0 = 0; s0 < nsb; s0 += LK_CHUNK_SB) {
         switch (nbatch) {
+        // Five to eight activation rows take one weight row at a time (the caller passes RM 1
+        // for them); the literal 1 keeps the RM 2 instantiation from holding 2 x 8 accumulators.
         case 8: lk_q8w_rows_chunk(type, 1, 8, W, ws, nb, s0, acts, out, os); break;
         case 7: lk_q8w_rows_chunk(type, 1, 7, W, ws, nb, s0, acts, out, os); break;
         case 6: lk_q8w_rows_chunk(type, 1, 6, W, ws, nb, s0, acts, out, os); break;
