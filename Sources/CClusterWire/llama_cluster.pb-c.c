@@ -592,6 +592,141 @@ void   llama_cluster__weights_done__free_unpacked
   assert(message->base.descriptor == &llama_cluster__weights_done__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   llama_cluster__calibration_request__init
+                     (LlamaCluster__CalibrationRequest         *message)
+{
+  static const LlamaCluster__CalibrationRequest init_value = LLAMA_CLUSTER__CALIBRATION_REQUEST__INIT;
+  *message = init_value;
+}
+size_t llama_cluster__calibration_request__get_packed_size
+                     (const LlamaCluster__CalibrationRequest *message)
+{
+  assert(message->base.descriptor == &llama_cluster__calibration_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t llama_cluster__calibration_request__pack
+                     (const LlamaCluster__CalibrationRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &llama_cluster__calibration_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t llama_cluster__calibration_request__pack_to_buffer
+                     (const LlamaCluster__CalibrationRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &llama_cluster__calibration_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+LlamaCluster__CalibrationRequest *
+       llama_cluster__calibration_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (LlamaCluster__CalibrationRequest *)
+     protobuf_c_message_unpack (&llama_cluster__calibration_request__descriptor,
+                                allocator, len, data);
+}
+void   llama_cluster__calibration_request__free_unpacked
+                     (LlamaCluster__CalibrationRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &llama_cluster__calibration_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   llama_cluster__calibration_result__init
+                     (LlamaCluster__CalibrationResult         *message)
+{
+  static const LlamaCluster__CalibrationResult init_value = LLAMA_CLUSTER__CALIBRATION_RESULT__INIT;
+  *message = init_value;
+}
+size_t llama_cluster__calibration_result__get_packed_size
+                     (const LlamaCluster__CalibrationResult *message)
+{
+  assert(message->base.descriptor == &llama_cluster__calibration_result__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t llama_cluster__calibration_result__pack
+                     (const LlamaCluster__CalibrationResult *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &llama_cluster__calibration_result__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t llama_cluster__calibration_result__pack_to_buffer
+                     (const LlamaCluster__CalibrationResult *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &llama_cluster__calibration_result__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+LlamaCluster__CalibrationResult *
+       llama_cluster__calibration_result__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (LlamaCluster__CalibrationResult *)
+     protobuf_c_message_unpack (&llama_cluster__calibration_result__descriptor,
+                                allocator, len, data);
+}
+void   llama_cluster__calibration_result__free_unpacked
+                     (LlamaCluster__CalibrationResult *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &llama_cluster__calibration_result__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   llama_cluster__sequence_copy__init
+                     (LlamaCluster__SequenceCopy         *message)
+{
+  static const LlamaCluster__SequenceCopy init_value = LLAMA_CLUSTER__SEQUENCE_COPY__INIT;
+  *message = init_value;
+}
+size_t llama_cluster__sequence_copy__get_packed_size
+                     (const LlamaCluster__SequenceCopy *message)
+{
+  assert(message->base.descriptor == &llama_cluster__sequence_copy__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t llama_cluster__sequence_copy__pack
+                     (const LlamaCluster__SequenceCopy *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &llama_cluster__sequence_copy__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t llama_cluster__sequence_copy__pack_to_buffer
+                     (const LlamaCluster__SequenceCopy *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &llama_cluster__sequence_copy__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+LlamaCluster__SequenceCopy *
+       llama_cluster__sequence_copy__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (LlamaCluster__SequenceCopy *)
+     protobuf_c_message_unpack (&llama_cluster__sequence_copy__descriptor,
+                                allocator, len, data);
+}
+void   llama_cluster__sequence_copy__free_unpacked
+                     (LlamaCluster__SequenceCopy *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &llama_cluster__sequence_copy__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   llama_cluster__activation_frame__init
                      (LlamaCluster__ActivationFrame         *message)
 {
@@ -637,7 +772,7 @@ void   llama_cluster__activation_frame__free_unpacked
   assert(message->base.descriptor == &llama_cluster__activation_frame__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor llama_cluster__envelope__field_descriptors[12] =
+static const ProtobufCFieldDescriptor llama_cluster__envelope__field_descriptors[15] =
 {
   {
     "protocol_version",
@@ -783,14 +918,53 @@ static const ProtobufCFieldDescriptor llama_cluster__envelope__field_descriptors
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "sequence_copy",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(LlamaCluster__Envelope, body_case),
+    offsetof(LlamaCluster__Envelope, sequence_copy),
+    &llama_cluster__sequence_copy__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "calibration_request",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(LlamaCluster__Envelope, body_case),
+    offsetof(LlamaCluster__Envelope, calibration_request),
+    &llama_cluster__calibration_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "calibration_result",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(LlamaCluster__Envelope, body_case),
+    offsetof(LlamaCluster__Envelope, calibration_result),
+    &llama_cluster__calibration_result__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned llama_cluster__envelope__field_indices_by_name[] = {
   1,   /* field[1] = activation */
+  13,   /* field[13] = calibration_request */
+  14,   /* field[14] = calibration_result */
   8,   /* field[8] = error */
   5,   /* field[5] = heartbeat */
   2,   /* field[2] = join */
   0,   /* field[0] = protocol_version */
   4,   /* field[4] = ready */
+  12,   /* field[12] = sequence_copy */
   6,   /* field[6] = sequence_release */
   3,   /* field[3] = shard_assignment */
   7,   /* field[7] = shutdown */
@@ -801,7 +975,7 @@ static const unsigned llama_cluster__envelope__field_indices_by_name[] = {
 static const ProtobufCIntRange llama_cluster__envelope__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 15 }
 };
 const ProtobufCMessageDescriptor llama_cluster__envelope__descriptor =
 {
@@ -811,14 +985,14 @@ const ProtobufCMessageDescriptor llama_cluster__envelope__descriptor =
   "LlamaCluster__Envelope",
   "llama_cluster",
   sizeof(LlamaCluster__Envelope),
-  12,
+  15,
   llama_cluster__envelope__field_descriptors,
   llama_cluster__envelope__field_indices_by_name,
   1,  llama_cluster__envelope__number_ranges,
   (ProtobufCMessageInit) llama_cluster__envelope__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor llama_cluster__join__field_descriptors[8] =
+static const ProtobufCFieldDescriptor llama_cluster__join__field_descriptors[12] =
 {
   {
     "worker_name",
@@ -916,11 +1090,63 @@ static const ProtobufCFieldDescriptor llama_cluster__join__field_descriptors[8] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "held_layer_begin",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__Join, held_layer_begin),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "held_layer_end",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__Join, held_layer_end),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "layer_decode_seconds",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__Join, layer_decode_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "layer_prefill_seconds",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__Join, layer_prefill_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned llama_cluster__join__field_indices_by_name[] = {
   3,   /* field[3] = cpu_features */
   7,   /* field[7] = data_endpoint */
   5,   /* field[5] = has_model_file */
+  8,   /* field[8] = held_layer_begin */
+  9,   /* field[9] = held_layer_end */
+  10,   /* field[10] = layer_decode_seconds */
+  11,   /* field[11] = layer_prefill_seconds */
   2,   /* field[2] = memory_budget_bytes */
   6,   /* field[6] = model_fingerprint */
   4,   /* field[4] = protocol_version */
@@ -930,7 +1156,7 @@ static const unsigned llama_cluster__join__field_indices_by_name[] = {
 static const ProtobufCIntRange llama_cluster__join__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor llama_cluster__join__descriptor =
 {
@@ -940,7 +1166,7 @@ const ProtobufCMessageDescriptor llama_cluster__join__descriptor =
   "LlamaCluster__Join",
   "llama_cluster",
   sizeof(LlamaCluster__Join),
-  8,
+  12,
   llama_cluster__join__field_descriptors,
   llama_cluster__join__field_indices_by_name,
   1,  llama_cluster__join__number_ranges,
@@ -1153,7 +1379,7 @@ const ProtobufCMessageDescriptor llama_cluster__model_hyperparameters__descripto
   (ProtobufCMessageInit) llama_cluster__model_hyperparameters__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor llama_cluster__shard_assignment__field_descriptors[13] =
+static const ProtobufCFieldDescriptor llama_cluster__shard_assignment__field_descriptors[16] =
 {
   {
     "layer_begin",
@@ -1311,13 +1537,51 @@ static const ProtobufCFieldDescriptor llama_cluster__shard_assignment__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "input_peer_keys",
+    14,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(LlamaCluster__ShardAssignment, n_input_peer_keys),
+    offsetof(LlamaCluster__ShardAssignment, input_peer_keys),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "output_server_key",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__ShardAssignment, output_server_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "heartbeat_timeout",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__ShardAssignment, heartbeat_timeout),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned llama_cluster__shard_assignment__field_indices_by_name[] = {
   3,   /* field[3] = activation_dtype */
   5,   /* field[5] = context_length */
   10,   /* field[10] = epoch */
+  15,   /* field[15] = heartbeat_timeout */
   9,   /* field[9] = hyperparameters */
   6,   /* field[6] = input */
+  13,   /* field[13] = input_peer_keys */
   12,   /* field[12] = kv_cache_dtype */
   0,   /* field[0] = layer_begin */
   1,   /* field[1] = layer_end */
@@ -1325,12 +1589,13 @@ static const unsigned llama_cluster__shard_assignment__field_indices_by_name[] =
   4,   /* field[4] = max_sequences */
   2,   /* field[2] = model_fingerprint */
   7,   /* field[7] = output */
+  14,   /* field[14] = output_server_key */
   8,   /* field[8] = stream_weights */
 };
 static const ProtobufCIntRange llama_cluster__shard_assignment__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 13 }
+  { 0, 16 }
 };
 const ProtobufCMessageDescriptor llama_cluster__shard_assignment__descriptor =
 {
@@ -1340,7 +1605,7 @@ const ProtobufCMessageDescriptor llama_cluster__shard_assignment__descriptor =
   "LlamaCluster__ShardAssignment",
   "llama_cluster",
   sizeof(LlamaCluster__ShardAssignment),
-  13,
+  16,
   llama_cluster__shard_assignment__field_descriptors,
   llama_cluster__shard_assignment__field_indices_by_name,
   1,  llama_cluster__shard_assignment__number_ranges,
@@ -1857,6 +2122,172 @@ const ProtobufCMessageDescriptor llama_cluster__weights_done__descriptor =
   llama_cluster__weights_done__field_indices_by_name,
   1,  llama_cluster__weights_done__number_ranges,
   (ProtobufCMessageInit) llama_cluster__weights_done__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor llama_cluster__calibration_request__field_descriptors[2] =
+{
+  {
+    "hyperparameters",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__CalibrationRequest, hyperparameters),
+    &llama_cluster__model_hyperparameters__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ggml_type",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__CalibrationRequest, ggml_type),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned llama_cluster__calibration_request__field_indices_by_name[] = {
+  1,   /* field[1] = ggml_type */
+  0,   /* field[0] = hyperparameters */
+};
+static const ProtobufCIntRange llama_cluster__calibration_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor llama_cluster__calibration_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "llama_cluster.CalibrationRequest",
+  "CalibrationRequest",
+  "LlamaCluster__CalibrationRequest",
+  "llama_cluster",
+  sizeof(LlamaCluster__CalibrationRequest),
+  2,
+  llama_cluster__calibration_request__field_descriptors,
+  llama_cluster__calibration_request__field_indices_by_name,
+  1,  llama_cluster__calibration_request__number_ranges,
+  (ProtobufCMessageInit) llama_cluster__calibration_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor llama_cluster__calibration_result__field_descriptors[2] =
+{
+  {
+    "layer_decode_seconds",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__CalibrationResult, layer_decode_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "layer_prefill_seconds",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__CalibrationResult, layer_prefill_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned llama_cluster__calibration_result__field_indices_by_name[] = {
+  0,   /* field[0] = layer_decode_seconds */
+  1,   /* field[1] = layer_prefill_seconds */
+};
+static const ProtobufCIntRange llama_cluster__calibration_result__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor llama_cluster__calibration_result__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "llama_cluster.CalibrationResult",
+  "CalibrationResult",
+  "LlamaCluster__CalibrationResult",
+  "llama_cluster",
+  sizeof(LlamaCluster__CalibrationResult),
+  2,
+  llama_cluster__calibration_result__field_descriptors,
+  llama_cluster__calibration_result__field_indices_by_name,
+  1,  llama_cluster__calibration_result__number_ranges,
+  (ProtobufCMessageInit) llama_cluster__calibration_result__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor llama_cluster__sequence_copy__field_descriptors[3] =
+{
+  {
+    "source",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__SequenceCopy, source),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "destination",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__SequenceCopy, destination),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "count",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(LlamaCluster__SequenceCopy, count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned llama_cluster__sequence_copy__field_indices_by_name[] = {
+  2,   /* field[2] = count */
+  1,   /* field[1] = destination */
+  0,   /* field[0] = source */
+};
+static const ProtobufCIntRange llama_cluster__sequence_copy__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor llama_cluster__sequence_copy__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "llama_cluster.SequenceCopy",
+  "SequenceCopy",
+  "LlamaCluster__SequenceCopy",
+  "llama_cluster",
+  sizeof(LlamaCluster__SequenceCopy),
+  3,
+  llama_cluster__sequence_copy__field_descriptors,
+  llama_cluster__sequence_copy__field_indices_by_name,
+  1,  llama_cluster__sequence_copy__number_ranges,
+  (ProtobufCMessageInit) llama_cluster__sequence_copy__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor llama_cluster__activation_frame__field_descriptors[8] =

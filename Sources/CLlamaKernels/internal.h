@@ -108,7 +108,12 @@ static inline float lk_half_to_float(uint16_t h) {
         float magnitude = (float)mantissa * 5.9604644775390625e-8f;  // 2^-24
         return sign ? -magnitude : magnitude;
     }
-    if (exponent == 31) return lk_bits_to_float(sign | 0x7f800000u | (mantissa << 13));
+    if (exponent == 31) {
+        // Infinity, or NaN made quiet with its payload kept (as F16C converts).
+        uint32_t bits = sign | 0x7f800000u | (mantissa << 13);
+        if (mantissa != 0) bits |= 0x00400000u;
+        return lk_bits_to_float(bits);
+    }
     return lk_bits_to_float(sign | ((exponent + 112) << 23) | (mantissa << 13));
 }
 

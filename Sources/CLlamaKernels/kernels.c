@@ -4,19 +4,67 @@
 #include "internal.h"
 
 #include <stdatomic.h>
+#include <string.h>
 
 // MARK: - Instruction-set selection
 
-static int lk_detect_isa(void) {
+static int lk_detect_features(void) {
+    int f = 0;
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    int has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    int has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                     __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-                     __builtin_cpu_supports("avx512vnni");
-    if (has_avx512) return LK_ISA_AVX512;
-    if (has_avx2) return LK_ISA_AVX2;
+    if (__builtin_cpu_supports("sse4.2")) f |= LK_CPU_SSE42;
+    if (__builtin_cpu_supports("avx")) f |= LK_CPU_AVX;
+    if (__builtin_cpu_supports("avx2")) f |= LK_CPU_AVX2;
+    if (__builtin_cpu_supports("fma")) f |= LK_CPU_FMA;
+    if (__builtin_cpu_supports("f16c")) f |= LK_CPU_F16C;
+    if (__builtin_cpu_supports("avx512f")) f |= LK_CPU_AVX512F;
+    if (__builtin_cpu_supports("avx512bw")) f |= LK_CPU_AVX512BW;
+    if (__builtin_cpu_supports("avx512vl")) f |= LK_CPU_AVX512VL;
+    if (__builtin_cpu_supports("avx512dq")) f |= LK_CPU_AVX512DQ;
+    if (__builtin_cpu_supports("avx512vnni")) f |= LK_CPU_AVX512VNNI;
 #endif
+    return f;
+}
+
+static _Atomic int lk_features = -1;
+
+int lk_cpu_features(void) {
+    int f = atomic_load_explicit(&lk_features, memory_order_relaxed);
+    if (f < 0) {
+        f = lk_detect_features();
+        atomic_store_explicit(&lk_features, f, memory_order_relaxed);
+    }
+    return f;
+}
+
+const char *lk_cpu_feature_names(void) {
+    static const struct { int bit; const char *name; } names[] = {
+        {LK_CPU_SSE42, "sse4.2"}, {LK_CPU_AVX, "avx"}, {LK_CPU_AVX2, "avx2"}, {LK_CPU_FMA, "fma"},
+        {LK_CPU_F16C, "f16c"}, {LK_CPU_AVX512F, "avx512f"}, {LK_CPU_AVX512BW, "avx512bw"},
+        {LK_CPU_AVX512VL, "avx512vl"}, {LK_CPU_AVX512DQ, "avx512dq"}, {LK_CPU_AVX512VNNI, "avx512vnni"},
+    };
+    static char text[160];
+    static _Atomic int done = 0;
+    if (!atomic_load_explicit(&done, memory_order_acquire)) {
+        char buffer[160] = "";
+        int f = lk_cpu_features();
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            if (!(f & names[i].bit)) continue;
+            if (buffer[0]) strcat(buffer, " ");
+            strcat(buffer, names[i].name);
+        }
+        memcpy(text, buffer, sizeof text);
+        atomic_store_explicit(&done, 1, memory_order_release);
+    }
+    return text;
+}
+
+static int lk_detect_isa(void) {
+    const int f = lk_cpu_features();
+    const int avx2 = LK_CPU_AVX2 | LK_CPU_FMA | LK_CPU_F16C;
+    const int avx512 = avx2 | LK_CPU_AVX512F | LK_CPU_AVX512BW | LK_CPU_AVX512VL | LK_CPU_AVX512DQ | LK_CPU_AVX512VNNI;
+    if ((f & avx512) == avx512) return LK_ISA_AVX512;
+    if ((f & avx2) == avx2) return LK_ISA_AVX2;
     return LK_ISA_SCALAR;
 }
 

@@ -22,6 +22,8 @@ public enum ZMQSocketType: Sendable, CaseIterable, CustomStringConvertible {
     case router
     /// Exclusive one-to-one connection.
     case pair
+    /// Synchronous reply side (the ZAP handler).
+    case rep
 
     var rawValue: Int32 {
         switch self {
@@ -30,6 +32,7 @@ public enum ZMQSocketType: Sendable, CaseIterable, CustomStringConvertible {
         case .dealer: return ZMQ_DEALER
         case .router: return ZMQ_ROUTER
         case .pair: return ZMQ_PAIR
+        case .rep: return ZMQ_REP
         }
     }
 
@@ -40,6 +43,7 @@ public enum ZMQSocketType: Sendable, CaseIterable, CustomStringConvertible {
         case .dealer: return "DEALER"
         case .router: return "ROUTER"
         case .pair: return "PAIR"
+        case .rep: return "REP"
         }
     }
 }
@@ -74,6 +78,26 @@ public enum ZMQSocketOption: Sendable {
     case reconnectInterval(milliseconds: Int32)
     /// Timeout of the blocking ``ZMQSocket/send(_:)`` (`ZMQ_SNDTIMEO`, -1: forever).
     case sendTimeout(milliseconds: Int32)
+    /// Act as the CURVE server: clients must know this socket's public key (`ZMQ_CURVE_SERVER`).
+    case curveServer(Bool)
+    /// This socket's long-term CURVE public key, Z85 (`ZMQ_CURVE_PUBLICKEY`).
+    case curvePublicKey(String)
+    /// This socket's long-term CURVE secret key, Z85 (`ZMQ_CURVE_SECRETKEY`).
+    case curveSecretKey(String)
+    /// The server's public key a CURVE client expects, Z85 (`ZMQ_CURVE_SERVERKEY`).
+    case curveServerKey(String)
+    /// The ZAP domain the handler sees for this socket's handshakes (`ZMQ_ZAP_DOMAIN`).
+    case zapDomain(String)
+}
+
+/// Properties libzmq attaches to a received message.
+public struct ZMQMessageProperties: Sendable, Equatable {
+    /// What the ZAP handler returned as the peer's user id (here: its Z85 public key).
+    public var userID: String?
+    /// The peer's IP address.
+    public var peerAddress: String?
+
+    public init() {}
 }
 
 // MARK: - Socket
@@ -168,6 +192,11 @@ public final class ZMQSocket {
         case .routerHandover(let on): try setInt32(ZMQ_ROUTER_HANDOVER, on ? 1 : 0, name: "ZMQ_ROUTER_HANDOVER")
         case .reconnectInterval(let ms): try setInt32(ZMQ_RECONNECT_IVL, ms, name: "ZMQ_RECONNECT_IVL")
         case .sendTimeout(let ms): try setInt32(ZMQ_SNDTIMEO, ms, name: "ZMQ_SNDTIMEO")
+        case .curveServer(let on): try setInt32(ZMQ_CURVE_SERVER, on ? 1 : 0, name: "ZMQ_CURVE_SERVER")
+        case .curvePublicKey(let key): try setString(ZMQ_CURVE_PUBLICKEY, key, name: "ZMQ_CURVE_PUBLICKEY")
+        case .curveSecretKey(let key): try setString(ZMQ_CURVE_SECRETKEY, key, name: "ZMQ_CURVE_SECRETKEY")
+        case .curveServerKey(let key): try setString(ZMQ_CURVE_SERVERKEY, key, name: "ZMQ_CURVE_SERVERKEY")
+        case .zapDomain(let domain): try setString(ZMQ_ZAP_DOMAIN, domain, name: "ZMQ_ZAP_DOMAIN")
         }
     }
 
@@ -196,6 +225,13 @@ public final class ZMQSocket {
     }
     /// `ZMQ_ROUTING_ID`.
     public var routingID: [UInt8] { get throws { try bytesOption(ZMQ_ROUTING_ID, name: "ZMQ_ROUTING_ID", capacity: 256) } }
+
+    /// A string option, passed as its bytes (a Z85 key is 40 characters).
+    private func setString(_ option: Int32, _ value: String, name: String) throws {
+        let bytes = Array(value.utf8)
+        let status = bytes.withUnsafeBytes { zmq_setsockopt(handle, option, $0.baseAddress, $0.count) }
+        if status != 0 { throw ZMQError(function: "zmq_setsockopt", detail: name) }
+    }
 
     private func setInt32(_ option: Int32, _ value: Int32, name: String) throws {
         var value = value
@@ -296,10 +332,24 @@ public final class ZMQSocket {
     ///
     /// - Returns: false when the timeout expired (`parts` is then unchanged).
     public func receive(into parts: inout [[UInt8]], timeout: Duration? = nil) throws -> Bool {
+        var ignored = ZMQMessageProperties()
+        return try receive(into: &parts, properties: &ignored, wanted: false, timeout: timeout)
+    }
+
+    /// As ``receive(into:timeout:)``, also reading the message's `User-Id` (what the ZAP
+    /// handler said of the peer) and `Peer-Address` properties.
+    public func receive(into parts: inout [[UInt8]], properties: inout ZMQMessageProperties,
+                        timeout: Duration? = nil) throws -> Bool {
+        try receive(into: &parts, properties: &properties, wanted: true, timeout: timeout)
+    }
+
+    private func receive(into parts: inout [[UInt8]], properties: inout ZMQMessageProperties, wanted: Bool,
+                         timeout: Duration?) throws -> Bool {
         let deadline = PollDeadline(timeout)
         var more = false
         while true {
-            if try receivePart(into: &parts, index: 0, more: &more, flags: ZMQ_DONTWAIT) { break }
+            if try receivePart(into: &parts, index: 0, more: &more, flags: ZMQ_DONTWAIT,
+                               properties: &properties, wanted: wanted) { break }
             if try !waitFor(Int16(ZMQ_POLLIN), deadline: deadline) { return false }
         }
         // The remaining parts of a multipart message arrive together with the first.
@@ -314,6 +364,12 @@ public final class ZMQSocket {
 
     /// Receives one part into `parts[index]` (appending when needed); false on `EAGAIN`.
     private func receivePart(into parts: inout [[UInt8]], index: Int, more: inout Bool, flags: Int32) throws -> Bool {
+        var none = ZMQMessageProperties()
+        return try receivePart(into: &parts, index: index, more: &more, flags: flags, properties: &none, wanted: false)
+    }
+
+    private func receivePart(into parts: inout [[UInt8]], index: Int, more: inout Bool, flags: Int32,
+                             properties: inout ZMQMessageProperties, wanted: Bool) throws -> Bool {
         zmq_msg_init(message)
         defer { zmq_msg_close(message) }
         while zmq_msg_recv(message, handle, flags) < 0 {
@@ -329,6 +385,10 @@ public final class ZMQSocket {
             parts.append(Array(bytes))
         }
         more = zmq_msg_more(message) != 0
+        if wanted {
+            properties.userID = zmq_msg_gets(message, "User-Id").map { String(cString: $0) }
+            properties.peerAddress = zmq_msg_gets(message, "Peer-Address").map { String(cString: $0) }
+        }
         return true
     }
 

@@ -35,6 +35,13 @@ final class CAllocations {
         return copy
     }
 
+    /// `count` zeroed C values.
+    func objects<T>(_ type: T.Type, count: Int) -> UnsafeMutablePointer<T> {
+        guard let raw = calloc(count, MemoryLayout<T>.stride) else { fatalError("out of memory") }
+        blocks.append(raw)
+        return raw.bindMemory(to: T.self, capacity: count)
+    }
+
     /// A copy of `values` (trivial types only); nil when empty.
     func array<T>(_ values: [T]) -> UnsafeMutablePointer<T>? {
         if values.isEmpty { return nil }
@@ -59,6 +66,10 @@ func makeCJoin(_ message: Join, _ memory: CAllocations) -> UnsafeMutablePointer<
     c.pointee.has_model_file = message.hasModelFile ? 1 : 0
     c.pointee.model_fingerprint = memory.string(message.modelFingerprint)
     c.pointee.data_endpoint = memory.string(message.dataEndpoint)
+    c.pointee.held_layer_begin = message.heldLayers?.lowerBound ?? 0
+    c.pointee.held_layer_end = message.heldLayers?.upperBound ?? 0
+    c.pointee.layer_decode_seconds = message.layerDecodeSeconds
+    c.pointee.layer_prefill_seconds = message.layerPrefillSeconds
     return c
 }
 
@@ -83,23 +94,66 @@ func makeCShardAssignment(_ message: ShardAssignment, _ memory: CAllocations) ->
     c.pointee.output = makeCEndpoint(message.output, memory)
     c.pointee.stream_weights = message.streamWeights ? 1 : 0
     if let hyperparameters = message.hyperparameters {
-        let h = memory.object(LlamaCluster__ModelHyperparameters.self)
-        llama_cluster__model_hyperparameters__init(h)
-        h.pointee.layer_count = hyperparameters.layerCount
-        h.pointee.embedding_width = hyperparameters.embeddingWidth
-        h.pointee.feed_forward_width = hyperparameters.feedForwardWidth
-        h.pointee.head_count = hyperparameters.headCount
-        h.pointee.kv_head_count = hyperparameters.kvHeadCount
-        h.pointee.vocabulary_size = hyperparameters.vocabularySize
-        h.pointee.training_context_length = hyperparameters.trainingContextLength
-        h.pointee.rope_freq_base = hyperparameters.ropeFreqBase
-        h.pointee.rms_norm_epsilon = hyperparameters.rmsNormEpsilon
-        h.pointee.rope_dimension_count = hyperparameters.ropeDimensionCount
-        c.pointee.hyperparameters = h
+        c.pointee.hyperparameters = makeCHyperparameters(hyperparameters, memory)
     }
     c.pointee.epoch = message.epoch
     c.pointee.max_batch = message.maxBatch
     c.pointee.kv_cache_dtype = LlamaCluster__KVCacheDType(rawValue: message.kvCacheDType.rawValue)
+    c.pointee.n_input_peer_keys = message.inputPeerKeys.count
+    if !message.inputPeerKeys.isEmpty {
+        let keys = memory.objects(UnsafeMutablePointer<CChar>?.self, count: message.inputPeerKeys.count)
+        for (i, k) in message.inputPeerKeys.enumerated() { keys[i] = memory.string(k) }
+        c.pointee.input_peer_keys = keys
+    }
+    c.pointee.output_server_key = memory.string(message.outputServerKey)
+    c.pointee.heartbeat_timeout = message.heartbeatTimeout
+    return c
+}
+
+func makeCHyperparameters(_ hyperparameters: ModelHyperparameters, _ memory: CAllocations)
+    -> UnsafeMutablePointer<LlamaCluster__ModelHyperparameters>
+{
+    let h = memory.object(LlamaCluster__ModelHyperparameters.self)
+    llama_cluster__model_hyperparameters__init(h)
+    h.pointee.layer_count = hyperparameters.layerCount
+    h.pointee.embedding_width = hyperparameters.embeddingWidth
+    h.pointee.feed_forward_width = hyperparameters.feedForwardWidth
+    h.pointee.head_count = hyperparameters.headCount
+    h.pointee.kv_head_count = hyperparameters.kvHeadCount
+    h.pointee.vocabulary_size = hyperparameters.vocabularySize
+    h.pointee.training_context_length = hyperparameters.trainingContextLength
+    h.pointee.rope_freq_base = hyperparameters.ropeFreqBase
+    h.pointee.rms_norm_epsilon = hyperparameters.rmsNormEpsilon
+    h.pointee.rope_dimension_count = hyperparameters.ropeDimensionCount
+    return h
+}
+
+func makeCSequenceCopy(_ message: SequenceCopy, _ memory: CAllocations) -> UnsafeMutablePointer<LlamaCluster__SequenceCopy> {
+    let c = memory.object(LlamaCluster__SequenceCopy.self)
+    llama_cluster__sequence_copy__init(c)
+    c.pointee.source = message.source
+    c.pointee.destination = message.destination
+    c.pointee.count = message.count
+    return c
+}
+
+func makeCCalibrationRequest(_ message: CalibrationRequest, _ memory: CAllocations)
+    -> UnsafeMutablePointer<LlamaCluster__CalibrationRequest>
+{
+    let c = memory.object(LlamaCluster__CalibrationRequest.self)
+    llama_cluster__calibration_request__init(c)
+    c.pointee.hyperparameters = makeCHyperparameters(message.hyperparameters, memory)
+    c.pointee.ggml_type = message.ggmlType
+    return c
+}
+
+func makeCCalibrationResult(_ message: CalibrationResult, _ memory: CAllocations)
+    -> UnsafeMutablePointer<LlamaCluster__CalibrationResult>
+{
+    let c = memory.object(LlamaCluster__CalibrationResult.self)
+    llama_cluster__calibration_result__init(c)
+    c.pointee.layer_decode_seconds = message.layerDecodeSeconds
+    c.pointee.layer_prefill_seconds = message.layerPrefillSeconds
     return c
 }
 
@@ -274,7 +328,43 @@ func decodeJoin(_ c: UnsafeMutablePointer<LlamaCluster__Join>) throws -> Join {
         protocolVersion: m.protocol_version,
         hasModelFile: m.has_model_file != 0,
         modelFingerprint: try decodeString(m.model_fingerprint, field: "join.model_fingerprint"),
-        dataEndpoint: try decodeString(m.data_endpoint, field: "join.data_endpoint"))
+        dataEndpoint: try decodeString(m.data_endpoint, field: "join.data_endpoint"),
+        heldLayers: m.held_layer_end > m.held_layer_begin ? m.held_layer_begin..<m.held_layer_end : nil,
+        layerDecodeSeconds: try finiteSeconds(m.layer_decode_seconds, field: "join.layer_decode_seconds"),
+        layerPrefillSeconds: try finiteSeconds(m.layer_prefill_seconds, field: "join.layer_prefill_seconds"))
+}
+
+/// A duration in seconds that must be finite and not negative.
+func finiteSeconds(_ value: Double, field: String) throws -> Double {
+    guard value.isFinite, value >= 0 else { throw WireError.invalidValue(field: field, reason: "\(value) is not a duration") }
+    return value
+}
+
+func decodeHyperparameters(_ h: LlamaCluster__ModelHyperparameters) -> ModelHyperparameters {
+    ModelHyperparameters(
+        layerCount: h.layer_count, embeddingWidth: h.embedding_width, feedForwardWidth: h.feed_forward_width,
+        headCount: h.head_count, kvHeadCount: h.kv_head_count, vocabularySize: h.vocabulary_size,
+        trainingContextLength: h.training_context_length, ropeFreqBase: h.rope_freq_base,
+        rmsNormEpsilon: h.rms_norm_epsilon, ropeDimensionCount: h.rope_dimension_count)
+}
+
+func decodeSequenceCopy(_ c: UnsafeMutablePointer<LlamaCluster__SequenceCopy>) throws -> SequenceCopy {
+    let m = c.pointee
+    guard m.source >= 0, m.destination >= 0 else {
+        throw WireError.invalidValue(field: "sequence_copy.source", reason: "sequence ids are not negative")
+    }
+    return SequenceCopy(source: m.source, destination: m.destination, count: m.count)
+}
+
+func decodeCalibrationRequest(_ c: UnsafeMutablePointer<LlamaCluster__CalibrationRequest>) throws -> CalibrationRequest {
+    let h = try present(c.pointee.hyperparameters, "calibration_request.hyperparameters").pointee
+    return CalibrationRequest(hyperparameters: decodeHyperparameters(h), ggmlType: c.pointee.ggml_type)
+}
+
+func decodeCalibrationResult(_ c: UnsafeMutablePointer<LlamaCluster__CalibrationResult>) throws -> CalibrationResult {
+    CalibrationResult(
+        layerDecodeSeconds: try finiteSeconds(c.pointee.layer_decode_seconds, field: "calibration_result.layer_decode_seconds"),
+        layerPrefillSeconds: try finiteSeconds(c.pointee.layer_prefill_seconds, field: "calibration_result.layer_prefill_seconds"))
 }
 
 func decodeEndpoint(_ pointer: UnsafeMutablePointer<LlamaCluster__PipelineEndpoint>?, field: String) throws -> PipelineEndpoint {
@@ -298,13 +388,10 @@ func decodeShardAssignment(_ c: UnsafeMutablePointer<LlamaCluster__ShardAssignme
     guard let kvCache = KVCacheDType(rawValue: m.kv_cache_dtype.rawValue) else {
         throw WireError.invalidEnumValue(field: "shard_assignment.kv_cache_dtype", value: m.kv_cache_dtype.rawValue)
     }
-    var hyperparameters: ModelHyperparameters?
-    if let h = m.hyperparameters?.pointee {
-        hyperparameters = ModelHyperparameters(
-            layerCount: h.layer_count, embeddingWidth: h.embedding_width, feedForwardWidth: h.feed_forward_width,
-            headCount: h.head_count, kvHeadCount: h.kv_head_count, vocabularySize: h.vocabulary_size,
-            trainingContextLength: h.training_context_length, ropeFreqBase: h.rope_freq_base,
-            rmsNormEpsilon: h.rms_norm_epsilon, ropeDimensionCount: h.rope_dimension_count)
+    let hyperparameters = m.hyperparameters.map { decodeHyperparameters($0.pointee) }
+    var peerKeys: [String] = []
+    for i in 0..<m.n_input_peer_keys {
+        peerKeys.append(try decodeString(m.input_peer_keys[i], field: "shard_assignment.input_peer_keys"))
     }
     return ShardAssignment(
         layerBegin: m.layer_begin,
@@ -319,7 +406,10 @@ func decodeShardAssignment(_ c: UnsafeMutablePointer<LlamaCluster__ShardAssignme
         hyperparameters: hyperparameters,
         epoch: m.epoch,
         maxBatch: m.max_batch,
-        kvCacheDType: kvCache)
+        kvCacheDType: kvCache,
+        inputPeerKeys: peerKeys,
+        outputServerKey: try decodeString(m.output_server_key, field: "shard_assignment.output_server_key"),
+        heartbeatTimeout: try finiteSeconds(m.heartbeat_timeout, field: "shard_assignment.heartbeat_timeout"))
 }
 
 func decodeReady(_ c: UnsafeMutablePointer<LlamaCluster__Ready>) throws -> Ready {

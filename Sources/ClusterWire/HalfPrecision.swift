@@ -1,4 +1,5 @@
 import CClusterWire
+import CLlamaKernels
 
 /// Which implementation of a routine with a hardware-accelerated variant to run.
 public enum RoutineImplementation: Sendable {
@@ -10,11 +11,20 @@ public enum RoutineImplementation: Sendable {
 
 // MARK: - Half precision
 
-/// Bulk conversion between `Float` and IEEE binary16 bit patterns (round to nearest even),
-/// vectorized with F16C when the CPU has it.
+/// Bulk conversion between `Float` and IEEE binary16 bit patterns (round to nearest even):
+/// the kernels' converter (vectorized on AVX2 and AVX-512 machines), so the wire and the KV
+/// cache round alike.
 public enum HalfPrecision {
-    /// Whether ``RoutineImplementation/automatic`` uses the F16C instructions.
-    public static var isHardwareAccelerated: Bool { lcw_f16c_available() != 0 }
+    /// Whether ``RoutineImplementation/automatic`` uses vector instructions.
+    public static var isHardwareAccelerated: Bool { lk_isa_max_level() > 0 }
+
+    /// Runs `body` with the kernels' portable level selected on this thread.
+    private static func portably(_ body: () -> Void) {
+        let level = lk_isa_level()
+        lk_force_isa(0)
+        body()
+        lk_force_isa(level)
+    }
 
     /// Converts `source` to half-precision bit patterns; the buffers must have equal counts.
     public static func encode(
@@ -24,8 +34,8 @@ public enum HalfPrecision {
         precondition(source.count == destination.count, "half-precision conversion needs equal counts")
         guard let input = source.baseAddress, let output = destination.baseAddress else { return }
         switch implementation {
-        case .automatic: lcw_f32_to_f16(input, output, source.count)
-        case .portable: lcw_f32_to_f16_portable(input, output, source.count)
+        case .automatic: lk_f32_to_f16(input, output, Int64(source.count))
+        case .portable: portably { lk_f32_to_f16(input, output, Int64(source.count)) }
         }
     }
 
@@ -37,8 +47,8 @@ public enum HalfPrecision {
         precondition(source.count == destination.count, "half-precision conversion needs equal counts")
         guard let input = source.baseAddress, let output = destination.baseAddress else { return }
         switch implementation {
-        case .automatic: lcw_f16_to_f32(input, output, source.count)
-        case .portable: lcw_f16_to_f32_portable(input, output, source.count)
+        case .automatic: lk_f16_to_f32(input, output, Int64(source.count))
+        case .portable: portably { lk_f16_to_f32(input, output, Int64(source.count)) }
         }
     }
 }

@@ -57,13 +57,24 @@ public struct Join: Equatable, Sendable {
     public var modelFingerprint: String
     /// Where the worker's data input listens, `"tcp://HOST:PORT"`.
     public var dataEndpoint: String
+    /// Layers the worker holds loaded from an earlier assignment (a restarted coordinator
+    /// adopts them); nil when it holds none.
+    public var heldLayers: Range<UInt32>?
+    /// Seconds one layer takes at the worker's threads (one token, and per token of a batch);
+    /// 0 when not measured.
+    public var layerDecodeSeconds: Double
+    public var layerPrefillSeconds: Double
 
     public init(
         workerName: String, threads: UInt32, memoryBudgetBytes: UInt64, cpuFeatures: String,
         protocolVersion: UInt32 = WireProtocol.version, hasModelFile: Bool, modelFingerprint: String = "",
-        dataEndpoint: String = ""
+        dataEndpoint: String = "", heldLayers: Range<UInt32>? = nil, layerDecodeSeconds: Double = 0,
+        layerPrefillSeconds: Double = 0
     ) {
         self.dataEndpoint = dataEndpoint
+        self.heldLayers = heldLayers
+        self.layerDecodeSeconds = layerDecodeSeconds
+        self.layerPrefillSeconds = layerPrefillSeconds
         self.workerName = workerName
         self.threads = threads
         self.memoryBudgetBytes = memoryBudgetBytes
@@ -139,14 +150,24 @@ public struct ShardAssignment: Equatable, Sendable {
     public var maxBatch: UInt32
     /// How the worker's KV cache stores keys and values.
     public var kvCacheDType: KVCacheDType
+    /// CURVE keys (Z85) allowed to send to the worker's data input (empty without security).
+    public var inputPeerKeys: [String]
+    /// CURVE key of the socket `output` reaches (empty without security).
+    public var outputServerKey: String
+    /// Seconds without a word from the coordinator before the worker reconnects.
+    public var heartbeatTimeout: Double
 
     public init(
         layerBegin: UInt32, layerEnd: UInt32, modelFingerprint: String, activationDType: ActivationDType,
         maxSequences: UInt32, contextLength: UInt32, input: PipelineEndpoint, output: PipelineEndpoint,
         streamWeights: Bool, hyperparameters: ModelHyperparameters? = nil, epoch: UInt32 = 0, maxBatch: UInt32 = 512,
-        kvCacheDType: KVCacheDType = .f16
+        kvCacheDType: KVCacheDType = .f16, inputPeerKeys: [String] = [], outputServerKey: String = "",
+        heartbeatTimeout: Double = 5
     ) {
         self.kvCacheDType = kvCacheDType
+        self.inputPeerKeys = inputPeerKeys
+        self.outputServerKey = outputServerKey
+        self.heartbeatTimeout = heartbeatTimeout
         self.epoch = epoch
         self.maxBatch = maxBatch
         self.layerBegin = layerBegin
@@ -203,6 +224,42 @@ public struct SequenceRelease: Equatable, Sendable {
 
     public init(sequenceIDs: [Int32]) {
         self.sequenceIDs = sequenceIDs
+    }
+}
+
+/// Coordinator → workers, through the data pipeline: copy positions `0..<count` of one
+/// sequence's KV cache into another.
+public struct SequenceCopy: Equatable, Sendable {
+    public var source: Int32
+    public var destination: Int32
+    public var count: UInt32
+
+    public init(source: Int32, destination: Int32, count: UInt32) {
+        self.source = source
+        self.destination = destination
+        self.count = count
+    }
+}
+
+/// Coordinator → worker: time one layer of this shape and weight type.
+public struct CalibrationRequest: Equatable, Sendable {
+    public var hyperparameters: ModelHyperparameters
+    public var ggmlType: UInt32
+
+    public init(hyperparameters: ModelHyperparameters, ggmlType: UInt32) {
+        self.hyperparameters = hyperparameters
+        self.ggmlType = ggmlType
+    }
+}
+
+/// Worker → coordinator: seconds one layer took (one token; per token of a batch).
+public struct CalibrationResult: Equatable, Sendable {
+    public var layerDecodeSeconds: Double
+    public var layerPrefillSeconds: Double
+
+    public init(layerDecodeSeconds: Double, layerPrefillSeconds: Double) {
+        self.layerDecodeSeconds = layerDecodeSeconds
+        self.layerPrefillSeconds = layerPrefillSeconds
     }
 }
 

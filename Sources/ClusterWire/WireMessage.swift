@@ -13,6 +13,9 @@ public enum WireMessage: Equatable, Sendable {
     case weightRequest(WeightRequest)
     case tensorChunk(TensorChunk)
     case weightsDone(WeightsDone)
+    case sequenceCopy(SequenceCopy)
+    case calibrationRequest(CalibrationRequest)
+    case calibrationResult(CalibrationResult)
 
     /// The message kind, as spelled in the protocol definition (for logs and errors).
     public var kind: String {
@@ -28,6 +31,9 @@ public enum WireMessage: Equatable, Sendable {
         case .weightRequest: return "weight_request"
         case .tensorChunk: return "tensor_chunk"
         case .weightsDone: return "weights_done"
+        case .sequenceCopy: return "sequence_copy"
+        case .calibrationRequest: return "calibration_request"
+        case .calibrationResult: return "calibration_result"
         }
     }
 
@@ -98,6 +104,15 @@ public enum WireMessage: Equatable, Sendable {
         case .weightsDone(let message):
             envelope.body_case = LLAMA_CLUSTER__ENVELOPE__BODY_WEIGHTS_DONE
             envelope.weights_done = makeCWeightsDone(message, allocations)
+        case .sequenceCopy(let message):
+            envelope.body_case = LLAMA_CLUSTER__ENVELOPE__BODY_SEQUENCE_COPY
+            envelope.sequence_copy = makeCSequenceCopy(message, allocations)
+        case .calibrationRequest(let message):
+            envelope.body_case = LLAMA_CLUSTER__ENVELOPE__BODY_CALIBRATION_REQUEST
+            envelope.calibration_request = makeCCalibrationRequest(message, allocations)
+        case .calibrationResult(let message):
+            envelope.body_case = LLAMA_CLUSTER__ENVELOPE__BODY_CALIBRATION_RESULT
+            envelope.calibration_result = makeCCalibrationResult(message, allocations)
         }
         packEnvelope(&envelope, into: &output)
         withExtendedLifetime(allocations) {}
@@ -185,6 +200,12 @@ func decodeBody(of envelope: UnsafeMutablePointer<LlamaCluster__Envelope>) throw
         return .tensorChunk(try decodeTensorChunk(try present(body.tensor_chunk, "tensor_chunk")))
     case LLAMA_CLUSTER__ENVELOPE__BODY_WEIGHTS_DONE:
         return .weightsDone(decodeWeightsDone(try present(body.weights_done, "weights_done")))
+    case LLAMA_CLUSTER__ENVELOPE__BODY_SEQUENCE_COPY:
+        return .sequenceCopy(try decodeSequenceCopy(try present(body.sequence_copy, "sequence_copy")))
+    case LLAMA_CLUSTER__ENVELOPE__BODY_CALIBRATION_REQUEST:
+        return .calibrationRequest(try decodeCalibrationRequest(try present(body.calibration_request, "calibration_request")))
+    case LLAMA_CLUSTER__ENVELOPE__BODY_CALIBRATION_RESULT:
+        return .calibrationResult(try decodeCalibrationResult(try present(body.calibration_result, "calibration_result")))
     default:
         throw WireError.missingBody
     }

@@ -273,3 +273,18 @@ struct Reader {
         }
     }
 }
+
+extension GGUFFile {
+    /// A short fingerprint of the model: a hash of its header (metadata and tensor table) and
+    /// its size. Two files with the same fingerprint hold the same tensors at the same places.
+    public var fingerprint: String {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325  // FNV-1a
+        func mix(_ bytes: UnsafeRawBufferPointer) {
+            for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+        }
+        for key in metadataKeys { key.utf8CString.withUnsafeBytes(mix); "\(metadata[key]!)".utf8CString.withUnsafeBytes(mix) }
+        for t in tensors { "\(t.name):\(t.type.rawValue):\(t.shape):\(t.offset)".utf8CString.withUnsafeBytes(mix) }
+        withUnsafeBytes(of: UInt64(fileSize)) { mix($0) }
+        return String(h, radix: 16)
+    }
+}

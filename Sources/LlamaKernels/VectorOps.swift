@@ -98,6 +98,9 @@ public enum KernelISA: Int, Sendable, CaseIterable, CustomStringConvertible {
     /// Level in use.
     public static var current: KernelISA { KernelISA(rawValue: Int(lk_isa_level())) ?? .scalar }
 
+    /// The CPU features the kernels probe for, e.g. "sse4.2 avx avx2 fma f16c avx512f".
+    public static var cpuFeatures: String { String(cString: lk_cpu_feature_names()) }
+
     /// Best level this CPU supports.
     public static var best: KernelISA { KernelISA(rawValue: Int(lk_isa_max_level())) ?? .scalar }
 

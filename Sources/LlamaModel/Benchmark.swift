@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 // MARK: - Options and results
 
 /// What ``LlamaBenchmark`` measures.
@@ -160,7 +165,7 @@ public enum LlamaBenchmark {
         func once(steps: Int) throws -> (Double, Double) {
             let b = options.batch, p = options.promptTokens
             for s in 0..<b { engine.reset(sequence: Int32(s)) }
-            prompt[0] = engine.tokenizer.bosID
+            prompt[0] = engine.bosID
             for i in 1..<p { prompt[i] = nextToken() }
 
             let t0 = monotonicSeconds()
@@ -190,4 +195,11 @@ public enum LlamaBenchmark {
             return (prefillSeconds, monotonicSeconds() - t1)
         }
     }
+}
+
+/// Seconds on the monotonic clock.
+public func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }

@@ -117,6 +117,26 @@ public final class KVCache {
         }
     }
 
+    /// Makes `destination` hold a copy of positions `0..<count` of `source` (a prompt computed
+    /// once for several choices). The count is clamped to what `source` holds.
+    /// - Throws: ``ModelError/sequence(_:)`` for a slot outside the cache.
+    public func copy(from source: Int, to destination: Int, count: Int) throws {
+        guard (0..<maxSequences).contains(source), (0..<maxSequences).contains(destination) else {
+            throw ModelError.sequence("cannot copy sequence \(source) to \(destination): slots are 0..<\(maxSequences)")
+        }
+        let n = max(0, min(count, lengths[source]))
+        guard source != destination else { return }
+        let rowBytes = kvDim * type.bytesPerElement
+        for layer in 0..<layerCount {
+            for base in [keys, values] {
+                let from = base + offset(layer: layer, slot: source, position: 0) * type.bytesPerElement
+                let to = base + offset(layer: layer, slot: destination, position: 0) * type.bytesPerElement
+                to.copyMemory(from: from, byteCount: n * rowBytes)
+            }
+        }
+        lengths[destination] = n
+    }
+
     /// Forgets every sequence.
     public func releaseAll() {
         for s in 0..<maxSequences { release(slot: s) }

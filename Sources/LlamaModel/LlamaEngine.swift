@@ -1,15 +1,15 @@
 import GGUF
 import LlamaKernels
-import LlamaTokenizer
 
-/// A model opened for inference in one process: tokenizer, head and all layers.
+/// A model opened for inference in one process: the head and all layers.
 ///
-/// This is the single-process path (`llama-coord run`); the cluster splits the same
-/// pieces between the coordinator (head, tokenizer) and workers (layer slices).
+/// This is the single-process path (`llama-coord serve`, `run`, `perplexity`, `bench`); the
+/// cluster splits the same pieces between the coordinator (head) and workers (layer slices).
 public final class LlamaEngine {
     public let file: GGUFFile
     public let config: LlamaConfig
-    public let tokenizer: LlamaTokenizer
+    /// The beginning-of-text token id (`tokenizer.ggml.bos_token_id`, 1 when absent).
+    public let bosID: Int32
     public let head: LlamaHead
     public let slice: LayerSlice
     public let pool: ThreadPool
@@ -26,11 +26,7 @@ public final class LlamaEngine {
                 maxBatch: Int = 512, kvCache: KVCacheType = .f16) throws {
         file = try GGUFFile(path: path)
         config = try LlamaConfig(gguf: file)
-        tokenizer = LlamaTokenizer(vocabulary: try Vocabulary(gguf: file))
-        guard tokenizer.vocabularySize == config.vocabSize else {
-            throw ModelError.invalidConfig(key: "tokenizer.ggml.tokens",
-                                           reason: "\(tokenizer.vocabularySize) tokens but the model has a vocabulary of \(config.vocabSize)")
-        }
+        bosID = Int32(truncatingIfNeeded: file.metadata["tokenizer.ggml.bos_token_id"]?.int ?? 1)
         pool = ThreadPool(threadCount: threads ?? defaultThreadCount)
         let ctx = contextLength ?? config.contextLength
         head = try LlamaHead(file: file, config: config, maxBatch: maxBatch, pool: pool)
@@ -97,4 +93,28 @@ public final class LlamaEngine {
 
     /// Forgets a sequence's cache.
     public func reset(sequence: Int32 = 0) { slice.release(sequence: sequence) }
+
+    /// Runs a batch of tokens of several sequences (token `i` of sequence `sequenceIDs[i]` at
+    /// `positions[i]`) and writes the logits of the rows flagged in `needLogits`, in row
+    /// order, into `out` (room for that many rows of `vocabSize`). Allocates nothing once its
+    /// scratch has grown to the largest batch.
+    public func forward(tokens: UnsafeBufferPointer<Int32>, sequenceIDs: UnsafeBufferPointer<Int32>,
+                        positions: UnsafeBufferPointer<Int32>, needLogits: UnsafeBufferPointer<Bool>,
+                        into out: UnsafeMutablePointer<Float>) throws {
+        let n = tokens.count, dim = config.dim
+        if batchHidden.count < n * dim { batchHidden = [Float](repeating: 0, count: n * dim) }
+        try batchHidden.withUnsafeMutableBufferPointer { h in
+            try head.embed(tokens, into: h.baseAddress!)
+            try slice.forward(hidden: h.baseAddress!, count: n, sequenceIDs: sequenceIDs, positions: positions)
+            // Gather the wanted rows to the front, in order (a row never moves backwards past another).
+            var w = 0
+            for i in 0..<n where needLogits[i] {
+                if w != i { (h.baseAddress! + w * dim).update(from: h.baseAddress! + i * dim, count: dim) }
+                w += 1
+            }
+            if w > 0 { head.logits(hidden: h.baseAddress!, count: w, into: out) }
+        }
+    }
+
+    private var batchHidden: [Float] = []
 }

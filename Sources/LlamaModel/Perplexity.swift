@@ -35,7 +35,7 @@ extension LlamaEngine {
         var result = PerplexityResult(chunks: 0, scoredTokens: 0, negativeLogLikelihood: 0)
         for c in 0..<chunks {
             var chunk = Array(tokens[(c * context)..<((c + 1) * context)])
-            chunk[0] = tokenizer.bosID
+            chunk[0] = bosID
             reset(sequence: 0)
             let logits = try evaluate(chunk, sequence: 0, startPosition: 0, logits: .from(first))
             logits.withUnsafeBufferPointer { l in

@@ -64,7 +64,17 @@ public struct SyntheticModel {
         guard let tokens = vocab.metadata["tokenizer.ggml.tokens"]?.array else {
             throw GGUFError.missingKey("tokenizer.ggml.tokens")
         }
-        let vocabSize = tokens.count
+        try write(to: path, vocabularySize: tokens.count, tokenizer: vocab, pool: pool, progress: progress)
+    }
+
+    /// Writes the model with a vocabulary of `vocabularySize` ids and no tokenizer (enough to
+    /// time its layers).
+    public func write(to path: String, vocabularySize: Int, pool: ThreadPool) throws {
+        try write(to: path, vocabularySize: vocabularySize, tokenizer: nil, pool: pool, progress: nil)
+    }
+
+    private func write(to path: String, vocabularySize vocabSize: Int, tokenizer vocab: GGUFFile?, pool: ThreadPool,
+                       progress: ((Int, Int) -> Void)?) throws {
         let config = try LlamaConfig(vocabSize: vocabSize, dim: dim, ffnDim: ffn, layerCount: layers, headCount: heads,
                                      kvHeadCount: kvHeads, contextLength: context)
         for (t, name) in [(type, "--type"), (embeddingType ?? type, "embedding type")] where !t.isSupported {
@@ -86,8 +96,8 @@ public struct SyntheticModel {
         w.set("llama.attention.layer_norm_rms_epsilon", .float32(1e-5))
         w.set("llama.rope.freq_base", .float32(10000))
         w.set("llama.rope.dimension_count", .uint32(UInt32(config.headDim)))
-        for key in vocab.metadataKeys where key.hasPrefix("tokenizer.") {
-            w.set(key, vocab.metadata[key]!)
+        if let vocab {
+            for key in vocab.metadataKeys where key.hasPrefix("tokenizer.") { w.set(key, vocab.metadata[key]!) }
         }
 
         var tensorSeed = seed

@@ -18,9 +18,11 @@ public struct SamplerCandidate: Sendable, Equatable {
 }
 
 /// Picks the next token from a vector of logits the way llama.cpp's default sampler
-/// chain does: repetition penalty over the last `repeatLastN` tokens, top-k, top-p,
-/// min-p, temperature, then a draw from the softmax with a seeded xoshiro256** generator.
-/// Temperature 0 picks the highest logit after the penalty (lowest token id on ties).
+/// chain does: logit bias, an optional constraint (a grammar's mask), the penalties over the
+/// last `repeatLastN` tokens (repetition, presence, frequency), top-k, top-p, min-p,
+/// temperature, then a draw from the softmax with a seeded xoshiro256** generator.
+/// Temperature 0 picks the highest logit after bias, constraint and penalties (lowest token
+/// id on ties). Each draw takes exactly one number from the generator.
 ///
 /// All buffers are allocated once in `init`; sampling a token allocates nothing.
 /// Not thread-safe: use one sampler per generated sequence.
@@ -50,9 +52,16 @@ public final class Sampler {
     private var candidateCount = 0
     private var candidateWeightSum = 0.0
 
-    /// Marks tokens already penalised in this call (`penaltyStamps[t] == currentStamp`).
+    /// Marks tokens already seen in this penalty pass (`penaltyStamps[t] == currentStamp`).
     private let penaltyStamps: UnsafeMutableBufferPointer<UInt32>
     private var currentStamp: UInt32 = 0
+    /// Occurrences of each stamped token in the penalty window.
+    private let penaltyCounts: UnsafeMutableBufferPointer<UInt32>
+    /// The distinct tokens of the current penalty pass.
+    private let penaltyTokens: UnsafeMutableBufferPointer<Int32>
+    /// Logit bias as parallel arrays (token ids already checked against the vocabulary).
+    private let biasTokens: [Int]
+    private let biasValues: [Float]
 
     /// Per-bucket probability mass for top-p over the whole vocabulary.
     private let bucketMass: UnsafeMutableBufferPointer<Double>
@@ -82,6 +91,16 @@ public final class Sampler {
         candidateWeights = .allocate(capacity: vocabularySize)
         penaltyStamps = .allocate(capacity: vocabularySize)
         penaltyStamps.initialize(repeating: 0)
+        penaltyCounts = .allocate(capacity: vocabularySize)
+        penaltyCounts.initialize(repeating: 0)
+        penaltyTokens = .allocate(capacity: max(parameters.repeatLastN, 1))
+        let bias = parameters.logitBias.sorted { $0.key < $1.key }
+        if let bad = bias.first(where: { Int($0.key) >= vocabularySize }) {
+            throw SamplingError.invalid(parameter: "logitBias",
+                                        reason: "token id \(bad.key) is outside the vocabulary of \(vocabularySize)")
+        }
+        biasTokens = bias.map { Int($0.key) }
+        biasValues = bias.map(\.value)
         recentRing = .allocate(capacity: max(parameters.repeatLastN, 1))
         bucketMass = .allocate(capacity: Self.bucketCount)
     }
@@ -91,6 +110,8 @@ public final class Sampler {
         candidateTokens.deallocate()
         candidateWeights.deallocate()
         penaltyStamps.deallocate()
+        penaltyCounts.deallocate()
+        penaltyTokens.deallocate()
         recentRing.deallocate()
         bucketMass.deallocate()
     }
@@ -133,8 +154,14 @@ public final class Sampler {
 
     /// Draws the next token, penalising the tokens given to ``accept(_:)``.
     /// `logits.count` must equal ``vocabularySize``. Does not accept the drawn token.
-    public func sample(logits: UnsafeBufferPointer<Float>) -> Int32 {
+    ///
+    /// `constrain`, when given, sees the biased logits (indexed by token id) before the
+    /// penalties and may set any of them to -infinity (a grammar's mask).
+    public func sample(logits: UnsafeBufferPointer<Float>,
+                       constrain: ((UnsafeMutableBufferPointer<Float>) -> Void)? = nil) -> Int32 {
         prepareLogits(logits)
+        applyBias()
+        constrain?(adjustedLogits)
         applyPenaltyToRecentWindow()
         return chooseToken()
     }
@@ -143,6 +170,7 @@ public final class Sampler {
     /// tokens of `history` instead of the accepted window.
     public func sample(logits: UnsafeBufferPointer<Float>, history: some Collection<Int32>) -> Int32 {
         prepareLogits(logits)
+        applyBias()
         applyPenalty(to: history.suffix(parameters.repeatLastN))
         return chooseToken()
     }
@@ -172,6 +200,7 @@ public final class Sampler {
     /// generator. Allocates the result; meant for inspection and tests.
     public func candidates(logits: [Float]) -> [SamplerCandidate] {
         logits.withUnsafeBufferPointer { prepareLogits($0) }
+        applyBias()
         applyPenaltyToRecentWindow()
         return collectCandidates()
     }
@@ -179,6 +208,7 @@ public final class Sampler {
     /// As ``candidates(logits:)`` but penalising the last tokens of `history`.
     public func candidates(logits: [Float], history: some Collection<Int32>) -> [SamplerCandidate] {
         logits.withUnsafeBufferPointer { prepareLogits($0) }
+        applyBias()
         applyPenalty(to: history.suffix(parameters.repeatLastN))
         return collectCandidates()
     }
@@ -200,24 +230,33 @@ public final class Sampler {
         }
     }
 
+    private func applyBias() {
+        for (i, token) in biasTokens.enumerated() { adjustedLogits[token] += biasValues[i] }
+    }
+
     private var penaltyIsActive: Bool {
-        parameters.repeatPenalty != 1 && parameters.repeatLastN > 0
+        (parameters.repeatPenalty != 1 || parameters.presencePenalty != 0 || parameters.frequencyPenalty != 0)
+            && parameters.repeatLastN > 0
     }
 
     private func applyPenaltyToRecentWindow() {
         guard penaltyIsActive, recentCount > 0 else { return }
         beginPenaltyPass()
-        for slot in 0..<recentCount { penalise(recentRing[slot]) }
+        var distinct = 0
+        for slot in 0..<recentCount { count(recentRing[slot], distinct: &distinct) }
+        penaliseCounted(distinct)
     }
 
     private func applyPenalty(to window: some Collection<Int32>) {
         guard penaltyIsActive else { return }
         beginPenaltyPass()
+        var distinct = 0
         for token in window {
             precondition(token >= 0 && Int(token) < vocabularySize,
                          "history token \(token) outside vocabulary of \(vocabularySize)")
-            penalise(token)
+            count(token, distinct: &distinct)
         }
+        penaliseCounted(distinct)
     }
 
     private func beginPenaltyPass() {
@@ -228,14 +267,32 @@ public final class Sampler {
         }
     }
 
-    /// Penalises `token` once per call, however often it occurs in the window.
+    /// Counts one occurrence of `token` in the window of this pass.
     @inline(__always)
-    private func penalise(_ token: Int32) {
+    private func count(_ token: Int32, distinct: inout Int) {
         let index = Int(token)
-        guard penaltyStamps[index] != currentStamp else { return }
-        penaltyStamps[index] = currentStamp
-        let logit = adjustedLogits[index]
-        adjustedLogits[index] = logit > 0 ? logit / parameters.repeatPenalty : logit * parameters.repeatPenalty
+        if penaltyStamps[index] != currentStamp {
+            penaltyStamps[index] = currentStamp
+            penaltyCounts[index] = 1
+            penaltyTokens[distinct] = token
+            distinct += 1
+        } else {
+            penaltyCounts[index] += 1
+        }
+    }
+
+    /// Applies the repetition penalty once per distinct token of the window, the presence
+    /// penalty once and the frequency penalty once per occurrence (OpenAI's definitions).
+    private func penaliseCounted(_ distinct: Int) {
+        let repeatPenalty = parameters.repeatPenalty
+        let presence = parameters.presencePenalty, frequency = parameters.frequencyPenalty
+        for i in 0..<distinct {
+            let index = Int(penaltyTokens[i])
+            var logit = adjustedLogits[index]
+            if repeatPenalty != 1 { logit = logit > 0 ? logit / repeatPenalty : logit * repeatPenalty }
+            logit -= presence + frequency * Float(penaltyCounts[index])
+            adjustedLogits[index] = logit
+        }
     }
 
     /// Highest adjusted logit, lowest id on ties.

@@ -39,6 +39,15 @@ public struct SamplingParameters: Sendable, Equatable, Codable {
     /// How many of the most recent tokens the repetition penalty looks at. `0` turns
     /// the stage off.
     public var repeatLastN: Int
+    /// Subtracted from the logit of every token in the penalty window once (OpenAI's
+    /// `presence_penalty`). `0` turns it off.
+    public var presencePenalty: Float
+    /// Subtracted from the logit of every token in the penalty window once per occurrence
+    /// (OpenAI's `frequency_penalty`). `0` turns it off.
+    public var frequencyPenalty: Float
+    /// Added to the logits of these tokens before anything else (OpenAI's `logit_bias`;
+    /// -100 all but bans a token, 100 all but forces it).
+    public var logitBias: [Int32: Float]
     /// Seed of the random generator; `nil` draws a fresh seed from the system.
     public var seed: UInt64?
 
@@ -50,6 +59,9 @@ public struct SamplingParameters: Sendable, Equatable, Codable {
         minP: Float = 0.05,
         repeatPenalty: Float = 1.0,
         repeatLastN: Int = 64,
+        presencePenalty: Float = 0,
+        frequencyPenalty: Float = 0,
+        logitBias: [Int32: Float] = [:],
         seed: UInt64? = nil
     ) {
         self.temperature = temperature
@@ -58,8 +70,16 @@ public struct SamplingParameters: Sendable, Equatable, Codable {
         self.minP = minP
         self.repeatPenalty = repeatPenalty
         self.repeatLastN = repeatLastN
+        self.presencePenalty = presencePenalty
+        self.frequencyPenalty = frequencyPenalty
+        self.logitBias = logitBias
         self.seed = seed
     }
+
+    /// The range OpenAI allows for `presence_penalty` and `frequency_penalty`.
+    public static let penaltyRange: ClosedRange<Float> = -2...2
+    /// The range OpenAI allows for a `logit_bias` value.
+    public static let logitBiasRange: ClosedRange<Float> = -100...100
 
     /// Largest accepted ``repeatLastN`` (far beyond any context length), so the
     /// sampler's token window stays a bounded allocation.
@@ -98,13 +118,26 @@ public struct SamplingParameters: Sendable, Equatable, Codable {
                 parameter: "repeatLastN",
                 reason: "must be in 0...\(Self.maximumRepeatLastN) (0 = off), got \(repeatLastN)")
         }
+        for (name, value) in [("presencePenalty", presencePenalty), ("frequencyPenalty", frequencyPenalty)] {
+            guard value.isFinite, Self.penaltyRange.contains(value) else {
+                throw SamplingError.invalid(parameter: name, reason: "must be in -2...2 (0 = off), got \(value)")
+            }
+        }
+        for (token, bias) in logitBias.sorted(by: { $0.key < $1.key }) {
+            guard token >= 0 else {
+                throw SamplingError.invalid(parameter: "logitBias", reason: "token id \(token) is negative")
+            }
+            guard bias.isFinite, Self.logitBiasRange.contains(bias) else {
+                throw SamplingError.invalid(parameter: "logitBias", reason: "the bias of token \(token) must be in -100...100, got \(bias)")
+            }
+        }
         return self
     }
 
     // MARK: Codable
 
     private enum CodingKeys: String, CodingKey {
-        case temperature, topK, topP, minP, repeatPenalty, repeatLastN, seed
+        case temperature, topK, topP, minP, repeatPenalty, repeatLastN, presencePenalty, frequencyPenalty, logitBias, seed
     }
 
     public init(from decoder: Decoder) throws {
@@ -116,6 +149,9 @@ public struct SamplingParameters: Sendable, Equatable, Codable {
         minP = try container.decodeIfPresent(Float.self, forKey: .minP) ?? defaults.minP
         repeatPenalty = try container.decodeIfPresent(Float.self, forKey: .repeatPenalty) ?? defaults.repeatPenalty
         repeatLastN = try container.decodeIfPresent(Int.self, forKey: .repeatLastN) ?? defaults.repeatLastN
+        presencePenalty = try container.decodeIfPresent(Float.self, forKey: .presencePenalty) ?? 0
+        frequencyPenalty = try container.decodeIfPresent(Float.self, forKey: .frequencyPenalty) ?? 0
+        logitBias = try container.decodeIfPresent([Int32: Float].self, forKey: .logitBias) ?? [:]
         seed = try container.decodeIfPresent(UInt64.self, forKey: .seed)
     }
 
@@ -127,6 +163,9 @@ public struct SamplingParameters: Sendable, Equatable, Codable {
         try container.encode(minP, forKey: .minP)
         try container.encode(repeatPenalty, forKey: .repeatPenalty)
         try container.encode(repeatLastN, forKey: .repeatLastN)
+        try container.encode(presencePenalty, forKey: .presencePenalty)
+        try container.encode(frequencyPenalty, forKey: .frequencyPenalty)
+        if !logitBias.isEmpty { try container.encode(logitBias, forKey: .logitBias) }
         try container.encodeIfPresent(seed, forKey: .seed)
     }
 }

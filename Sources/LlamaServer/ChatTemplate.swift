@@ -119,3 +119,77 @@ public enum Llama2ChatTemplate {
         return String(scalars[first ... last])
     }
 }
+
+// MARK: - Templates by name
+
+/// The chat formats the endpoint knows, picked from the GGUF's `tokenizer.chat_template`
+/// (a Jinja template; the format is recognised by its markers, the template is not run).
+public enum ChatTemplate: String, Sendable, CaseIterable {
+    /// Meta's Llama 2 chat format (the default).
+    case llama2
+    /// Meta's Llama 3: `<|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>`.
+    case llama3
+    /// ChatML: `<|im_start|>role\n...<|im_end|>\n`.
+    case chatml
+    /// Mistral's instruct format: `[INST] ... [/INST]` without a system block.
+    case mistral
+
+    /// The format of a GGUF's `tokenizer.chat_template`, and whether it was recognised.
+    public static func detect(_ template: String?) -> (template: ChatTemplate, recognised: Bool) {
+        guard let t = template else { return (.llama2, false) }
+        if t.contains("<|start_header_id|>") { return (.llama3, true) }
+        if t.contains("<|im_start|>") { return (.chatml, true) }
+        if t.contains("[INST]") { return (t.contains("<<SYS>>") ? .llama2 : .mistral, true) }
+        return (.llama2, false)
+    }
+
+    /// Token ids of the prompt. `special` finds a control token's id by its text (nil: the
+    /// text is tokenized as text).
+    public func promptTokens(_ messages: [ChatMessage], bos: Int32, eos: Int32, special: (String) -> Int32? = { _ in nil },
+                             tokenize: (String) -> [Int32]) throws -> [Int32] {
+        switch self {
+        case .llama2:
+            return try Llama2ChatTemplate.promptTokens(messages, bos: bos, eos: eos, tokenize: tokenize)
+        case .mistral:
+            // System text joins the first user message; otherwise Llama 2's turns without <<SYS>>.
+            var merged = messages
+            if merged.first?.role == .system, merged.count > 1 {
+                merged[1].content = merged[0].content + "\n\n" + merged[1].content
+                merged.removeFirst()
+            }
+            return try Llama2ChatTemplate.promptTokens(merged, bos: bos, eos: eos, tokenize: tokenize)
+        case .llama3, .chatml:
+            guard messages.last?.role == .user else {
+                throw APIError.invalidRequest("the last message must have role 'user'", param: "messages")
+            }
+            var tokens: [Int32] = [bos]
+            func mark(_ text: String) {
+                if let id = special(text) { tokens.append(id) } else { tokens += tokenize(text) }
+            }
+            for m in messages {
+                if self == .llama3 {
+                    mark("<|start_header_id|>")
+                    tokens += tokenize(m.role.rawValue)
+                    mark("<|end_header_id|>")
+                    tokens += tokenize("\n\n" + Llama2ChatTemplate.trimmed(m.content))
+                    mark("<|eot_id|>")
+                } else {
+                    mark("<|im_start|>")
+                    tokens += tokenize(m.role.rawValue + "\n" + m.content)
+                    mark("<|im_end|>")
+                    tokens += tokenize("\n")
+                }
+            }
+            if self == .llama3 {
+                mark("<|start_header_id|>")
+                tokens += tokenize("assistant")
+                mark("<|end_header_id|>")
+                tokens += tokenize("\n\n")
+            } else {
+                mark("<|im_start|>")
+                tokens += tokenize("assistant\n")
+            }
+            return tokens
+        }
+    }
+}

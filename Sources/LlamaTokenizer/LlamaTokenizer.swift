@@ -90,6 +90,15 @@ public final class LlamaTokenizer: Sendable {
 
     /// The number of tokens; valid ids are `0 ..< vocabularySize`.
     public var vocabularySize: Int { vocabulary.count }
+
+    /// The id of the control or user-defined token written `text` (a chat template's
+    /// `<|im_start|>`), or nil when the vocabulary has none.
+    public func specialTokenID(_ text: String) -> Int32? {
+        let id = table.lookup(text)
+        guard id >= 0 else { return nil }
+        let type = vocabulary.type(of: id)
+        return type == .control || type == .userDefined ? id : nil
+    }
     /// The beginning-of-sequence token id (-1 if none).
     public var bosID: Int32 { vocabulary.bosID }
     /// The end-of-sequence token id (-1 if none).

@@ -56,7 +56,7 @@ public struct StreamingDecoder: Sendable {
     /// The length of the trailing bytes of `bytes` that are a valid but incomplete UTF-8
     /// sequence (0 if the bytes end at a character boundary or in bytes that are invalid
     /// whatever follows).
-    static func incompleteSuffixLength(_ bytes: [UInt8]) -> Int {
+    public static func incompleteSuffixLength(_ bytes: [UInt8]) -> Int {
         let count = bytes.count
         var length = 1
         while length <= min(3, count) {

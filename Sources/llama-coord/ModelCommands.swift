@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GGUF
+import LlamaInference
 import LlamaKernels
 import LlamaModel
 import LlamaSampling
@@ -81,7 +82,7 @@ struct SamplingOptions: ParsableArguments {
     }
 }
 
-struct Run: ParsableCommand {
+struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Generate a completion in this process, streamed to stdout.")
 
     @Option(help: "GGUF model file.") var model: String
@@ -92,19 +93,38 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("kv-cache"), help: "How the KV cache stores keys and values: f16 (as llama.cpp) or f32.")
     var kvCache: KVCacheType = .f16
 
-    func run() throws {
+    func run() async throws {
         let params = try sampling.parameters()
-        let engine = try LlamaEngine(path: model, threads: threads, contextLength: ctx, kvCache: kvCache)
+        // The same scheduler and generation state as `serve` and the cluster, with one slot.
+        let backend = try LocalBackend(modelPath: model, options: .init(threads: threads, slots: 1, contextLength: ctx, kvCache: kvCache))
+        backend.start()
+        defer { backend.shutdown() }
+        let tokens = backend.tokenize(prompt, addBOS: true)
         emit(prompt)
-        let stats = try engine.generate(prompt: prompt, parameters: params, maxTokens: sampling.maxTokens) { text in
-            emit(text)
-            return true
+        let start = now()
+        var first: Double?
+        var generated = 0, stoppedAtEOS = false
+        do {
+            for try await event in try backend.submit(CompletionJob(promptTokens: tokens, parameters: params, maxTokens: sampling.maxTokens)) {
+                switch event {
+                case let .text(_, text, _):
+                    if first == nil { first = now() }
+                    emit(text)
+                case let .finished(_, reason, n):
+                    generated = n
+                    stoppedAtEOS = reason == .stop
+                case .prompt:
+                    break
+                }
+            }
+        } catch {
+            throw ValidationError("\(error)")
         }
         emit("\n")
-        printErr(String(format: "prompt: %d tokens in %.3f s (%.2f tokens/s)", stats.promptTokens, stats.promptSeconds,
-                        Double(stats.promptTokens) / max(stats.promptSeconds, 1e-9)))
-        printErr(String(format: "generation: %d tokens in %.3f s (%.2f tokens/s)%@", stats.generatedTokens, stats.generationSeconds,
-                        Double(stats.generatedTokens) / max(stats.generationSeconds, 1e-9), stats.stoppedAtEOS ? ", stopped at end of text" : ""))
+        let end = now(), firstAt = first ?? end
+        printErr(String(format: "prompt: %d tokens, first token after %.3f s", tokens.count, firstAt - start))
+        printErr(String(format: "generation: %d tokens in %.3f s (%.2f tokens/s after the first)%@", generated, end - start,
+                        Double(max(generated - 1, 0)) / max(end - firstAt, 1e-9), stoppedAtEOS ? ", stopped at end of text" : ""))
     }
 }
 
@@ -121,7 +141,7 @@ struct Logits: ParsableCommand {
 
     func run() throws {
         let engine = try LlamaEngine(path: model, threads: threads, kvCache: kvCache)
-        let tokens = engine.tokenizer.encode(prompt, addBOS: true)
+        let tokens = try loadTokenizer(engine.file).encode(prompt, addBOS: true)
         let logits = try engine.evaluate(tokens, startPosition: 0, logits: .last)
         var out = "{\"tokens\":[" + tokens.map(String.init).joined(separator: ",") + "],\"logits\":["
         out += logits.map { $0.isFinite ? "\($0)" : "null" }.joined(separator: ",")
@@ -147,7 +167,7 @@ struct Perplexity: ParsableCommand {
         guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read \(file)") }
         guard let text = String(data: data, encoding: .utf8) else { throw ValidationError("\(file) is not UTF-8 text") }
         let engine = try LlamaEngine(path: model, threads: threads, contextLength: ctx, maxBatch: ctx, kvCache: kvCache)
-        let tokens = engine.tokenizer.encode(text, addBOS: true)
+        let tokens = try loadTokenizer(engine.file).encode(text, addBOS: true)
         printErr("\(tokens.count) tokens, \(tokens.count / ctx) chunks of \(ctx)")
         let start = now()
         let result = try engine.perplexity(tokens: tokens, context: ctx, maxChunks: chunks) { i, n, r in

@@ -4,15 +4,16 @@ import Glibc
 import Darwin
 #endif
 
+import Foundation
+
 /// Writes to standard error.
 func printErr(_ s: String, terminator: String = "\n") {
-    fputs(s + terminator, stderr)
+    FileHandle.standardError.write(Data((s + terminator).utf8))
 }
 
 /// Writes to standard output without buffering delay.
 func emit(_ s: String) {
-    fputs(s, stdout)
-    fflush(stdout)
+    FileHandle.standardOutput.write(Data(s.utf8))
 }
 
 /// Monotonic seconds.

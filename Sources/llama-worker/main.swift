@@ -1,19 +1,23 @@
 import ArgumentParser
+import ClusterTransport
 import Foundation
-import LlamaCluster
 import LlamaKernels
+import LlamaWorker
 import Logging
+import ServiceLifecycle
 
 @main
-struct LlamaWorker: ParsableCommand {
+struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "llama-worker",
         abstract: "LlamaCluster worker: runs a contiguous range of transformer layers for a coordinator.",
-        subcommands: [Join.self])
+        subcommands: [Join.self, Keygen.self])
 }
 
-struct Join: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Join a coordinator, load the assigned layers and serve them.")
+struct Join: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Join a coordinator, load the assigned layers and serve them.",
+        discussion: "SIGTERM or SIGINT: leave gracefully (the coordinator moves the layers to a standby first). A second signal leaves at once.")
 
     @Option(help: "The coordinator's control address, tcp://HOST:PORT.") var coordinator: String
     @Option(help: "This worker's name, as in the manifest (default: the host name).") var name: String?
@@ -21,11 +25,16 @@ struct Join: ParsableCommand {
     @Option(help: "A local copy of the model (otherwise the coordinator streams this worker's layers).") var model: String?
     @Option(help: "Where streamed layers are kept for the next start.") var cacheDir: String?
     @Option(help: "Memory offered to the cluster in MiB (default: what the system has available).") var memory: Int?
-    @Option(help: "Address the data input binds, tcp://IP:PORT (port 0: any free port).") var listen = "tcp://0.0.0.0:0"
+    @Option(help: "Address the data input binds, tcp://IP:PORT, port 0: any free port (default: all interfaces with keys or --insecure, else loopback).")
+    var listen: String?
     @Option(help: "Host or IP other stages use to reach this worker (default: the address that routes to the coordinator).") var advertise: String?
+    @Option(help: "This worker's secret key file (llama-worker keygen); enables CURVE.") var key: String?
+    @Option(help: "The coordinator's public key: a .pub file or the Z85 text.") var coordinatorKey: String?
+    @Flag(help: "Allow a non-loopback data input without keys.") var insecure = false
+    @Option(help: "Seconds to wait for the coordinator to move this worker's layers before leaving anyway.") var leaveTimeout = 30.0
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel = "info"
 
-    func run() throws {
+    func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown --log-level \(logLevel)") }
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
@@ -45,21 +54,61 @@ struct Join: ParsableCommand {
             guard memory > 0 else { throw ValidationError("--memory must be positive (MiB)") }
             options.memoryBudget = memory * 1_048_576
         }
-        options.listen = listen
         options.advertiseHost = advertise
-        let worker = try ClusterWorker(options: options, logger: logger)
-        // Stop cleanly on SIGINT/SIGTERM.
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { worker.stop() }
-            source.resume()
-            Signals.keep.append(source)
+        options.insecure = insecure
+        options.leaveTimeout = leaveTimeout
+        switch (key, coordinatorKey) {
+        case (nil, nil):
+            break
+        case let (key?, coordinatorKey?):
+            options.security = TransportSecurity(keys: try CurveKeyPair.load(secretKeyFile: key),
+                                                 coordinatorKey: try CurveKeyPair.publicKey(fileOrZ85: coordinatorKey))
+        default:
+            throw ValidationError("--key and --coordinator-key go together")
         }
-        try worker.run()
+        options.listen = listen ?? (options.security != nil || insecure ? "tcp://0.0.0.0:0" : "tcp://127.0.0.1:0")
+        let worker = try ClusterWorker(options: options, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: WorkerService(worker: worker, logger: logger))],
+            gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger))
+        try await group.run()
     }
 }
 
-enum Signals {
-    nonisolated(unsafe) static var keep: [DispatchSourceSignal] = []
+/// Runs the worker on its own thread; a graceful shutdown makes it leave (a second one, or
+/// the leave timeout, stops it at once).
+struct WorkerService: Service {
+    let worker: ClusterWorker
+    let logger: Logger
+
+    func run() async throws {
+        let finished = AsyncStream<Result<Void, Error>>.makeStream()
+        let thread = Thread { [worker] in
+            finished.continuation.yield(Result { try worker.run() })
+            finished.continuation.finish()
+        }
+        thread.stackSize = 8 << 20
+        thread.start()
+        let outcome = await withGracefulShutdownHandler {
+            var it = finished.stream.makeAsyncIterator()
+            return await it.next() ?? .success(())
+        } onGracefulShutdown: { [worker, logger] in
+            logger.info("leaving gracefully")
+            worker.leave()
+        }
+        try outcome.get()
+    }
+}
+
+struct Keygen: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a CURVE key pair: PATH.key (secret, mode 0600) and PATH.pub (the Z85 public key).")
+
+    @Option(help: "Path prefix of the two files.") var out: String
+
+    func run() throws {
+        let keys = try CurveKeyPair.generate()
+        try keys.write(to: out)
+        print("wrote \(out).key (secret) and \(out).pub: \(keys.publicKey)")
+    }
 }

@@ -1,3 +1,4 @@
+import TestSupport
 import ClusterTransport
 import ClusterWire
 import Testing

@@ -1,3 +1,4 @@
+import TestSupport
 import Foundation
 import HummingbirdTesting
 import LlamaClient
@@ -15,7 +16,7 @@ func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
 /// Starts the endpoint over `backend` on a free loopback port and runs `body` with its base URL.
 func withLiveServer(_ backend: WordBackend, _ body: @escaping @Sendable (String) throws -> Void) async throws {
     let options = LlamaHTTPServer.Options(streamKeepAliveInterval: 0.05)
-    let app = LlamaHTTPServer(backend: backend, host: "127.0.0.1", port: 0, options: options).makeApplication()
+    let app = try LlamaHTTPServer(backend: backend, host: "127.0.0.1", port: 0, options: options).makeApplication()
     try await app.test(.live) { client in
         let port = try #require(client.port)
         try await onThread { try body("http://127.0.0.1:\(port)") }

@@ -1,4 +1,6 @@
+import TestSupport
 import Foundation
+import LlamaInference
 import LlamaServer
 
 /// A model runner for client tests: byte tokens (id = byte + 3) and a fixed list of words
@@ -16,10 +18,10 @@ final class WordBackend: CompletionBackend, @unchecked Sendable {
     /// Pause between tokens, in nanoseconds.
     let tokenDelay: UInt64
 
-    let modelName = "word-llama"
-    let contextLength = 512
-    let bosID: Int32 = 1
-    let eosID: Int32 = 2
+    let info = ModelInfo(name: "word-llama", path: "/models/word.gguf", contextLength: 512, bosID: 1, eosID: 2,
+                         vocabularySize: 259, slotCount: 4)
+    var bosID: Int32 { info.bosID }
+    let stageSummary = "w1 0-11, w2 12-21"
 
     init(words: [String], hangAfterWords: Bool = false, failureMessage: String? = nil, tokenDelay: UInt64 = 0) {
         self.words = words
@@ -60,7 +62,12 @@ final class WordBackend: CompletionBackend, @unchecked Sendable {
         String(decoding: ids.filter { $0 >= 3 && $0 < 259 }.map { UInt8($0 - 3) }, as: UTF8.self)
     }
 
-    func submit(_ job: CompletionJob) -> AsyncThrowingStream<CompletionEvent, Error> {
+    func piece(_ id: Int32) -> [UInt8] { id >= 3 && id < 259 ? [UInt8(id - 3)] : [] }
+    func specialTokenID(_ text: String) -> Int32? { nil }
+
+    func submit(_ job: CompletionJob) throws -> AsyncThrowingStream<CompletionEvent, Error> {
+        let job = try JobLimits(contextLength: 512, vocabularySize: 259, slotCount: 4).validate(job)
+        let limit = job.maxTokens ?? 512
         lock.lock()
         jobLog.append(job)
         lock.unlock()
@@ -68,24 +75,27 @@ final class WordBackend: CompletionBackend, @unchecked Sendable {
         let words = self.words, hang = hangAfterWords, failure = failureMessage, delay = tokenDelay
         let producer = Task {
             var emitted = 0
-            for (index, word) in words.enumerated() where emitted < job.maxTokens {
+            var release = TextRelease(stopStrings: job.stop)
+            for (index, word) in words.enumerated() where emitted < limit && !release.isStopped {
                 if delay > 0 { try? await Task.sleep(nanoseconds: delay) }
                 if Task.isCancelled { return }
-                continuation.yield(.token(id: Int32(300 + index), text: word))
+                let out = release.append(TokenLogprob(token: Int32(300 + index), bytes: Array(word.utf8), logprob: nil))
+                if !out.text.isEmpty { continuation.yield(.text(choice: 0, out.text, tokens: out.tokens)) }
                 emitted += 1
             }
+            let rest = release.finish()
+            if !rest.text.isEmpty { continuation.yield(.text(choice: 0, rest.text, tokens: rest.tokens)) }
             if let failure {
                 continuation.finish(throwing: Failure(description: failure))
                 return
             }
-            if hang && emitted < job.maxTokens {
+            if hang && emitted < limit && !release.isStopped {
                 // Wait to be cancelled, but not forever: a job that is never cancelled
                 // finishes after 3 s, so a broken cancellation fails the test instead of hanging it.
                 for _ in 0 ..< 600 where !Task.isCancelled { try? await Task.sleep(nanoseconds: 5_000_000) }
                 if Task.isCancelled { return }
             }
-            continuation.yield(.finished(emitted < job.maxTokens ? .stop : .length,
-                                         promptTokens: job.promptTokens.count, completionTokens: emitted))
+            continuation.yield(.finished(choice: 0, emitted < limit || release.isStopped ? .stop : .length, completionTokens: emitted))
             continuation.finish()
         }
         continuation.onTermination = { [self] termination in
@@ -97,16 +107,18 @@ final class WordBackend: CompletionBackend, @unchecked Sendable {
         return stream
     }
 
-    func health() -> (ready: Bool, workers: [WorkerStatus]) {
-        (true, [
+    func health() -> HealthReport {
+        HealthReport(ready: true, workers: [
             WorkerStatus(name: "w1", state: "ready", layers: "0-11", threads: 4, address: "tcp://127.0.0.1:7001",
                          tokensProcessed: 640, tokensPerSecond: 21.25, secondsSinceHeartbeat: 0.5),
             WorkerStatus(name: "w2", state: "loading", layers: "12-21"),
         ])
     }
 
-    func metrics() -> BackendMetrics {
-        var metrics = BackendMetrics()
+    func slots() -> [SlotStatus] { [] }
+
+    func counters() -> BackendCounters {
+        var metrics = BackendCounters()
         metrics.requestsTotal = 9
         metrics.requestsFailed = 1
         metrics.promptTokensTotal = 300

@@ -1,4 +1,5 @@
-import LlamaCluster
+import TestSupport
+import LlamaCoordinator
 import Testing
 
 @Suite("Cluster manifest")
@@ -7,6 +8,7 @@ struct ManifestTests {
         model: /models/llama-2-70b.Q4_0.gguf
         coordinator: { control: "tcp://0.0.0.0:5555", http: "0.0.0.0:8080" }
         activations: f16        # or f32
+        insecure: true          # binds 0.0.0.0 without keys
         max_sequences: 8
         context: 4096
         workers:

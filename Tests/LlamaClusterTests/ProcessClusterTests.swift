@@ -1,5 +1,8 @@
+import TestSupport
 import ClusterTransport
 import Foundation
+import GGUF
+import LlamaTokenizer
 import LlamaClient
 import LlamaSampling
 import Testing
@@ -8,10 +11,7 @@ import Testing
 /// driven through the HTTP endpoint the way a user would.
 @Suite("Cluster of processes over HTTP", .serialized, .timeLimit(.minutes(4)))
 struct ProcessClusterTests {
-    /// Directory holding the built executables (beside the test bundle).
-    static var binDirectory: URL {
-        URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-    }
+    static var binDirectory: URL { Repo.binDirectory }
 
     final class Processes: @unchecked Sendable {
         var running: [String: Process] = [:]
@@ -72,7 +72,8 @@ struct ProcessClusterTests {
 
     /// The two-worker manifest of these tests (demo model, 1.5 s heartbeat timeout), written
     /// beside the logs.
-    static func writeManifest(_ procs: Processes, control: String, http: String, activations: String) throws -> URL {
+    static func writeManifest(_ procs: Processes, control: String, http: String, activations: String,
+                              extra: String = "") throws -> URL {
         let manifest = procs.logs.appendingPathComponent("cluster.yaml")
         try """
             model: \(Repo.demoModel)
@@ -81,6 +82,7 @@ struct ProcessClusterTests {
             max_sequences: 4
             context: 512
             heartbeat_timeout: 1.5
+            \(extra)
             workers:
               - { name: w1, threads: 1 }
               - { name: w2, threads: 1 }
@@ -88,24 +90,29 @@ struct ProcessClusterTests {
         return manifest
     }
 
-    /// Streams a long completion and runs `lose` after three tokens: the stream must end with an
-    /// error naming `worker` within 15 s, and /health must answer 503 naming it.
-    static func expectLossReported(_ endpoint: String, worker: String, lose: () -> Void) throws {
-        let start = Date()
+    /// Streams a long completion and runs `lose` after three tokens, waits until /health
+    /// answers 503 naming `worker` (down for longer than the heartbeat timeout), then runs
+    /// `restore`: the stream must go on to the end with exactly the undisturbed text.
+    static func expectRecovery(_ endpoint: String, worker: String, prompt: String = "Python is", tokens: Int = 200,
+                               lose: () -> Void, restore: () throws -> Void) throws {
+        let undisturbed = try complete(endpoint, prompt, tokens)
         var streamed = 0
-        var failure: Error?
-        do {
-            _ = try streamCompletion(endpoint: endpoint, prompt: "Python is", parameters: .greedy, maxTokens: 450) { _ in
-                streamed += 1
-                if streamed == 3 { lose() }
+        var text = ""
+        var sawMissing = false
+        _ = try streamCompletion(endpoint: endpoint, prompt: prompt, parameters: .greedy, maxTokens: tokens) { piece in
+            text += piece
+            streamed += 1
+            guard streamed == 3 else { return }
+            lose()
+            try waitUntil("/health naming \(worker)", timeout: 15) {
+                let health = try request(method: "GET", url: endpoint + "/health")
+                return health.status == 503 && health.text.contains(worker)
             }
-        } catch {
-            failure = error
+            sawMissing = true
+            try restore()
         }
-        #expect(failure != nil && "\(failure!)".contains(worker), "\(String(describing: failure))")
-        #expect(Date().timeIntervalSince(start) < 15)
-        let health = try request(method: "GET", url: endpoint + "/health")
-        #expect(health.status == 503 && health.text.contains(worker), "\(health.text)")
+        #expect(sawMissing)
+        #expect(text == undisturbed)
     }
 
     static func complete(_ endpoint: String, _ prompt: String, _ n: Int) throws -> String {
@@ -125,13 +132,13 @@ struct ProcessClusterTests {
         try procs.start("coord", "llama-coord", ["start", "--manifest", manifest.path])
         let cache = procs.logs.appendingPathComponent("cache").path
         try procs.start("w1", "llama-worker", ["join", "--coordinator", control, "--name", "w1", "--threads", "1",
-                                               "--model", Repo.demoModel, "--listen", "tcp://127.0.0.1:0"])
+                                               "--model", Repo.demoModel])
         try procs.start("w2", "llama-worker", ["join", "--coordinator", control, "--name", "w2", "--threads", "1",
-                                               "--cache-dir", cache, "--listen", "tcp://127.0.0.1:0"])
+                                               "--cache-dir", cache])
         try Self.waitHealthy(endpoint, procs)
 
         // The cluster writes what one process writes.
-        let expected = try singleProcessTokens([1, 5132, 338], maxTokens: 24)
+        let expected = try await singleProcessTokens([1, 5132, 338], maxTokens: 24)
         let engine = try LlamaEngineText()
         #expect(try Self.complete(endpoint, "Python is", 24) == engine.decode(expected))
 
@@ -158,12 +165,13 @@ struct ProcessClusterTests {
                             body: Data("{\"prompt\": \"\(tooLong)\", \"max_tokens\": 4}".utf8), headers: ["Content-Type": "application/json"])
         #expect(r.status == 400)
 
-        // A worker killed mid-stream: the client gets a clear error quickly, /health names it.
-        try Self.expectLossReported(endpoint, worker: "w2") { procs.kill("w2") }
-
-        // It rejoins (its layers now come from its cache) and the cluster serves again.
-        try procs.start("w2", "llama-worker", ["join", "--coordinator", control, "--name", "w2", "--threads", "1",
-                                               "--cache-dir", cache, "--listen", "tcp://127.0.0.1:0"])
+        // A worker killed mid-stream and started again after the heartbeat timeout: the
+        // stream pauses and ends with exactly the undisturbed text (its layers now come from
+        // its cache).
+        try Self.expectRecovery(endpoint, worker: "w2", lose: { procs.kill("w2") }) {
+            try procs.start("w2", "llama-worker", ["join", "--coordinator", control, "--name", "w2", "--threads", "1",
+                                                   "--cache-dir", cache])
+        }
         try Self.waitHealthy(endpoint, procs)
         #expect(try Self.complete(endpoint, "Python is", 24) == engine.decode(expected))
         #expect(procs.log("w2").contains("using cached weights"))
@@ -172,7 +180,12 @@ struct ProcessClusterTests {
 
 /// Decodes generated tokens the way the endpoint streams them (no leading-space removal).
 struct LlamaEngineText {
-    let tokenizer: LlamaTokenizerBox
-    init() throws { tokenizer = try LlamaTokenizerBox(path: Repo.demoModel) }
-    func decode(_ ids: [Int32]) -> String { tokenizer.decodeContinuation(ids) }
+    let tokenizer: LlamaTokenizer
+    init() throws { tokenizer = LlamaTokenizer(vocabulary: try Vocabulary(gguf: try GGUFFile(path: Repo.demoModel))) }
+    func decode(_ ids: [Int32]) -> String {
+        var d = tokenizer.makeStreamingDecoder(startsText: false)
+        var s = ""
+        for id in ids { s += d.append(id) }
+        return s + d.finish()
+    }
 }

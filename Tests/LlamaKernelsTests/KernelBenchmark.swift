@@ -3,6 +3,7 @@
 //
 //   LLAMA_KERNELS_BENCHMARK=1 swift test -c release --filter KernelBenchmark
 
+import TestSupport
 import CLlamaKernels
 import GGUF
 import LlamaKernels

@@ -1,3 +1,4 @@
+import TestSupport
 import CLlamaKernels
 import GGUF
 import LlamaKernels

@@ -3,42 +3,12 @@
 // layout, written from the format descriptions without calling the C kernels.
 
 import GGUF
+import TestSupport
 
 // MARK: - Random numbers
 
-/// SplitMix64: small, fast, deterministic.
-struct TestRandom {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-
-    mutating func byte() -> UInt8 { UInt8(truncatingIfNeeded: next()) }
-
-    /// Uniform in [0, 1).
-    mutating func unit() -> Float { Float(next() >> 40) / Float(1 << 24) }
-
-    /// Uniform in [lo, hi).
-    mutating func uniform(_ lo: Float, _ hi: Float) -> Float { lo + (hi - lo) * unit() }
-
-    /// Approximately standard normal (sum of uniforms).
-    mutating func gaussian() -> Float {
-        var sum: Float = 0
-        for _ in 0..<6 { sum += unit() }
-        return (sum - 3) * 1.414
-    }
-
-    mutating func floats(_ count: Int, scale: Float = 1) -> [Float] {
-        (0..<count).map { _ in gaussian() * scale }
-    }
-}
+/// The shared seeded generator (SplitMix64) of the test support.
+typealias TestRandom = SeededGenerator
 
 // MARK: - Scalar conversions
 

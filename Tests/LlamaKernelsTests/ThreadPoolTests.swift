@@ -1,3 +1,4 @@
+import TestSupport
 import LlamaKernels
 import Synchronization
 import Testing

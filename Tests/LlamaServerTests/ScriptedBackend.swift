@@ -1,4 +1,6 @@
+import TestSupport
 import Foundation
+import LlamaInference
 import LlamaSampling
 import LlamaServer
 
@@ -21,20 +23,21 @@ final class ScriptedBackend: CompletionBackend, @unchecked Sendable {
         WorkerStatus(name: "w2", state: "ready", layers: "16-31", threads: 2, tokensProcessed: 118,
                      tokensPerSecond: 11.75),
     ]
-    private var _metrics = BackendMetrics()
+    private var _metrics = BackendCounters()
     private var _tokenizedTexts: [String] = []
     private var _jobs: [CompletionJob] = []
     private var _terminations: [String] = []
 
-    let modelName = "scripted-llama"
-    let contextLength: Int
-    let bosID: Int32 = 1
-    let eosID: Int32 = 2
-    let vocabularySize: Int? = 259
+    let info: ModelInfo
+    var bosID: Int32 { info.bosID }
+    var eosID: Int32 { info.eosID }
+    var contextLength: Int { info.contextLength }
+    let stageSummary = "w1 0-15, w2 16-31"
 
     init(script: [String] = ScriptedBackend.words, contextLength: Int = 256) {
         _script = script
-        self.contextLength = contextLength
+        info = ModelInfo(name: "scripted-llama", path: "/models/scripted.gguf", contextLength: contextLength, bosID: 1, eosID: 2,
+                         vocabularySize: 259, slotCount: 4, chatTemplate: nil)
     }
 
     /// Twenty pieces: " one two ... twenty" with a comma after "five" and a full stop after "ten".
@@ -78,7 +81,7 @@ final class ScriptedBackend: CompletionBackend, @unchecked Sendable {
         get { locked { _workers } }
         set { locked { _workers = newValue } }
     }
-    var metricsValue: BackendMetrics {
+    var metricsValue: BackendCounters {
         get { locked { _metrics } }
         set { locked { _metrics = newValue } }
     }
@@ -108,36 +111,59 @@ final class ScriptedBackend: CompletionBackend, @unchecked Sendable {
         String(decoding: ids.filter { $0 >= 3 && $0 < 259 }.map { UInt8($0 - 3) }, as: UTF8.self)
     }
 
-    func submit(_ job: CompletionJob) -> AsyncThrowingStream<CompletionEvent, Error> {
+    func piece(_ id: Int32) -> [UInt8] { id >= 3 && id < 259 ? [UInt8(id - 3)] : [] }
+    func specialTokenID(_ text: String) -> Int32? { nil }
+
+    /// Checks the job as every backend does, then plays the script for each choice (token
+    /// ids 1000, 1001, ...; stop strings cut by the same text release the real backends use).
+    func submit(_ job: CompletionJob) throws -> AsyncThrowingStream<CompletionEvent, Error> {
+        guard ready else {
+            throw BackendError.unavailable("the cluster is not ready: \(workers.filter { $0.state != "ready" }.map(\.name).joined(separator: ", "))",
+                                           retryAfter: 5)
+        }
+        let job = try JobLimits(contextLength: contextLength, vocabularySize: 259, slotCount: 4).validate(job)
         let (script, hang, failAfter, failure) = locked { () -> ([String], Bool, Int?, any Error) in
             _jobs.append(job)
             return (_script, _hangAfterScript, _failAfter, _failure)
         }
+        let limit = job.maxTokens ?? contextLength
         let (stream, continuation) = AsyncThrowingStream<CompletionEvent, Error>.makeStream()
         let producer = Task {
-            var emitted = 0
-            for (index, piece) in script.enumerated() where emitted < job.maxTokens {
+            if job.echo && job.logprobs != nil {
+                continuation.yield(.prompt(job.promptTokens.enumerated().map {
+                    TokenLogprob(token: $1, bytes: piece($1), logprob: $0 == 0 ? nil : -1)
+                }))
+            }
+            for choice in 0..<job.choices {
+                var release = TextRelease(stopStrings: job.stop)
+                var emitted = 0
+                for (index, text) in script.enumerated() where emitted < limit && !release.isStopped {
+                    if let failAfter, emitted == failAfter {
+                        continuation.finish(throwing: failure)
+                        return
+                    }
+                    if Task.isCancelled { return }
+                    emitted += 1
+                    let out = release.append(TokenLogprob(token: Int32(1000 + index), bytes: Array(text.utf8),
+                                                          logprob: job.logprobs == nil ? nil : -0.5))
+                    if !out.text.isEmpty || !out.tokens.isEmpty { continuation.yield(.text(choice: choice, out.text, tokens: out.tokens)) }
+                    await Task.yield()
+                }
                 if let failAfter, emitted == failAfter {
                     continuation.finish(throwing: failure)
                     return
                 }
-                if Task.isCancelled { return }
-                continuation.yield(.token(id: Int32(1000 + index), text: piece))
-                emitted += 1
-                await Task.yield()
+                if hang && emitted < limit && !release.isStopped {
+                    // Wait to be cancelled, but not forever: a job that is never cancelled
+                    // finishes after 3 s, so a broken cancellation fails the test instead of hanging it.
+                    for _ in 0 ..< 600 where !Task.isCancelled { try? await Task.sleep(nanoseconds: 5_000_000) }
+                    if Task.isCancelled { return }
+                }
+                let rest = release.finish()
+                if !rest.text.isEmpty { continuation.yield(.text(choice: choice, rest.text, tokens: rest.tokens)) }
+                continuation.yield(.finished(choice: choice, emitted < limit || release.isStopped ? .stop : .length,
+                                             completionTokens: emitted))
             }
-            if let failAfter, emitted == failAfter {
-                continuation.finish(throwing: failure)
-                return
-            }
-            if hang && emitted < job.maxTokens {
-                // Wait to be cancelled, but not forever: a job that is never cancelled
-                // finishes after 3 s, so a broken cancellation fails the test instead of hanging it.
-                for _ in 0 ..< 600 where !Task.isCancelled { try? await Task.sleep(nanoseconds: 5_000_000) }
-                if Task.isCancelled { return }
-            }
-            continuation.yield(.finished(emitted < job.maxTokens ? .stop : .length,
-                                         promptTokens: job.promptTokens.count, completionTokens: emitted))
             continuation.finish()
         }
         continuation.onTermination = { [weak self] termination in
@@ -153,11 +179,10 @@ final class ScriptedBackend: CompletionBackend, @unchecked Sendable {
         return stream
     }
 
-    func health() -> (ready: Bool, workers: [WorkerStatus]) {
-        locked { (_ready, _workers) }
+    func health() -> HealthReport {
+        locked { HealthReport(ready: _ready, workers: _workers, missing: _workers.filter { $0.state != "ready" }.map(\.name)) }
     }
 
-    func metrics() -> BackendMetrics {
-        locked { _metrics }
-    }
+    func counters() -> BackendCounters { locked { _metrics } }
+    func slots() -> [SlotStatus] { (0..<4).map { SlotStatus(id: $0, contextLength: contextLength, isProcessing: false, cachedTokens: 0) } }
 }

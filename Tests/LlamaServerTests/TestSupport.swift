@@ -1,7 +1,10 @@
+import TestSupport
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import LlamaServer
+import LlamaInference
+import Prometheus
 import Testing
 
 /// A response as the tests look at it.
@@ -62,10 +65,11 @@ extension TestClientProtocol {
 }
 
 /// Runs `test` against the endpoint over `backend`, requests going straight to the router.
-func withServer(_ backend: ScriptedBackend, options: LlamaHTTPServer.Options = .init(),
+func withServer(_ backend: any CompletionBackend, options: LlamaHTTPServer.Options = .init(),
+                metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
                 _ test: @Sendable (any TestClientProtocol) async throws -> Void) async throws
 {
-    let app = LlamaHTTPServer(backend: backend, options: options).makeApplication()
+    let app = try LlamaHTTPServer(backend: backend, options: options, metrics: metrics).makeApplication()
     try await app.test(.router, test)
 }
 

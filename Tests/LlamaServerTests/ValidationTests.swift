@@ -1,3 +1,4 @@
+import TestSupport
 import Hummingbird
 import LlamaServer
 import Testing
@@ -32,10 +33,27 @@ struct ValidationTests {
         BadField(fields: #""stop": ["a", "b", "c", "d", "e"]"#, param: "stop"),
         BadField(fields: #""stop": [""]"#, param: "stop"),
         BadField(fields: #""stream": "yes""#, param: "stream"),
-        BadField(fields: #""n": 2"#, param: "n"),
-        BadField(fields: #""echo": true"#, param: "echo"),
-        BadField(fields: #""logprobs": 5"#, param: "logprobs"),
-        BadField(fields: #""presence_penalty": 0.5"#, param: "presence_penalty"),
+        BadField(fields: #""n": 0"#, param: "n"),
+        BadField(fields: #""n": 9"#, param: "n"),
+        BadField(fields: #""n": 2, "best_of": 3"#, param: "best_of"),
+        BadField(fields: #""echo": "yes""#, param: "echo"),
+        BadField(fields: #""logprobs": 21"#, param: "logprobs"),
+        BadField(fields: #""logprobs": -1"#, param: "logprobs"),
+        BadField(fields: #""presence_penalty": 3"#, param: "presence_penalty"),
+        BadField(fields: #""frequency_penalty": "x""#, param: "frequency_penalty"),
+        BadField(fields: #""logit_bias": {"x": 1}"#, param: "logit_bias"),
+        BadField(fields: #""logit_bias": {"5": 200}"#, param: "logit_bias"),
+        BadField(fields: #""logit_bias": {"999": 1}"#, param: "logit_bias"),
+        BadField(fields: #""logit_bias": [[5]]"#, param: "logit_bias"),
+        BadField(fields: #""grammar": 5"#, param: "grammar"),
+        BadField(fields: #""grammar": "root ::= missing""#, param: "grammar"),
+        BadField(fields: #""response_format": {"type": "xml"}"#, param: "response_format"),
+        BadField(fields: #""response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "string", "pattern": "a+"}}}"#,
+                 param: "response_format"),
+        BadField(fields: #""response_format": {"type": "json_object"}, "grammar": "root ::= \"a\"""#, param: "response_format"),
+        BadField(fields: #""cache_prompt": 1"#, param: "cache_prompt"),
+        BadField(fields: #""speculative": "no""#, param: "speculative"),
+        BadField(fields: #""suffix": "tail""#, param: "suffix"),
     ]
 
     @Test("each bad completion field is 400 naming it", arguments: badCompletionFields)
@@ -56,7 +74,10 @@ struct ValidationTests {
         BadField(fields: #""temperature": -1"#, param: "temperature"),
         BadField(fields: #""max_completion_tokens": -4"#, param: "max_completion_tokens"),
         BadField(fields: #""stop": {"a": 1}"#, param: "stop"),
-        BadField(fields: #""logprobs": true"#, param: "logprobs"),
+        BadField(fields: #""top_logprobs": 3"#, param: "top_logprobs"),
+        BadField(fields: #""logprobs": true, "top_logprobs": 30"#, param: "top_logprobs"),
+        BadField(fields: #""logprobs": 3"#, param: "logprobs"),
+        BadField(fields: #""tools": [{"type": "function"}]"#, param: "tools"),
     ])
     func badChatField(_ bad: BadField) async throws {
         try await withServer(ScriptedBackend()) { client in
@@ -73,7 +94,9 @@ struct ValidationTests {
         ("/v1/completions", #"{"prompt": 42}"#, "prompt"),
         ("/v1/completions", #"{"prompt": ["a", "b"]}"#, "prompt"),
         ("/v1/completions", #"{"prompt": []}"#, "prompt"),
-        ("/v1/completions", #"{"prompt": [7]}"#, "prompt"),
+        ("/v1/completions", #"{"prompt": [7, "a"]}"#, "prompt"),
+        ("/v1/completions", #"{"prompt": [70000]}"#, "prompt"),
+        ("/v1/completions", #"{"prompt": [5000000000]}"#, "prompt"),
         ("/v1/chat/completions", #"{}"#, "messages"),
         ("/v1/chat/completions", #"{"messages": "hi"}"#, "messages"),
         ("/v1/chat/completions", #"{"messages": []}"#, "messages"),
@@ -104,7 +127,7 @@ struct ValidationTests {
 
     static let garbageBodies: [String] = [
         "", "{", "}", "[", "null", "42", "\"text\"", "[1, 2]", "{\"prompt\": }", "{'prompt': 'x'}",
-        "{\"prompt\": \"x\",}", "{\"prompt\": \"x\"} trailing", "\u{FF}\u{FE}garbage", "nul", "{\"a\":1e999}",
+"{\"prompt\": \"x\"} trailing", "\u{FF}\u{FE}garbage", "nul", "{\"a\":1e999}",
         String(repeating: "[", count: 100_000), "{\"prompt\": \"\\ud800\"}", "{\"prompt\": \"a\u{01}b\"}",
     ]
 

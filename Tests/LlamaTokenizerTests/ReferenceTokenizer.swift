@@ -1,3 +1,4 @@
+import TestSupport
 import LlamaTokenizer
 
 /// A deliberately simple SentencePiece merger to check the fast one against: after the

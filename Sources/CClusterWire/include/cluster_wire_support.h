@@ -1,6 +1,5 @@
 /*
- * Support routines for the cluster wire format: IEEE half-precision
- * conversion of activation payloads, CRC-32C checksums of weight chunks, and
+ * Support routines for the cluster wire format: CRC-32C checksums of weight chunks, and
  * a reusable arena allocator for decoding protobuf-c messages without
  * touching the system allocator in steady state.
  */
@@ -14,22 +13,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* MARK: - Half precision */
-
-/* Converts `count` floats to IEEE binary16 bit patterns, rounding to nearest
- * even. Uses F16C when the CPU has it, the portable routine otherwise. */
-void lcw_f32_to_f16(const float *source, uint16_t *destination, size_t count);
-
-/* Converts `count` IEEE binary16 bit patterns to floats (exact). */
-void lcw_f16_to_f32(const uint16_t *source, float *destination, size_t count);
-
-/* The portable (integer arithmetic) conversions, exposed for testing. */
-void lcw_f32_to_f16_portable(const float *source, uint16_t *destination, size_t count);
-void lcw_f16_to_f32_portable(const uint16_t *source, float *destination, size_t count);
-
-/* 1 when the dispatched conversions use the F16C instructions. */
-int lcw_f16c_available(void);
 
 /* MARK: - CRC-32C */
 

@@ -28,6 +28,9 @@ typedef struct LlamaCluster__ErrorReport LlamaCluster__ErrorReport;
 typedef struct LlamaCluster__WeightRequest LlamaCluster__WeightRequest;
 typedef struct LlamaCluster__TensorChunk LlamaCluster__TensorChunk;
 typedef struct LlamaCluster__WeightsDone LlamaCluster__WeightsDone;
+typedef struct LlamaCluster__CalibrationRequest LlamaCluster__CalibrationRequest;
+typedef struct LlamaCluster__CalibrationResult LlamaCluster__CalibrationResult;
+typedef struct LlamaCluster__SequenceCopy LlamaCluster__SequenceCopy;
 typedef struct LlamaCluster__ActivationFrame LlamaCluster__ActivationFrame;
 
 
@@ -131,7 +134,10 @@ typedef enum {
   LLAMA_CLUSTER__ENVELOPE__BODY_ERROR = 9,
   LLAMA_CLUSTER__ENVELOPE__BODY_WEIGHT_REQUEST = 10,
   LLAMA_CLUSTER__ENVELOPE__BODY_TENSOR_CHUNK = 11,
-  LLAMA_CLUSTER__ENVELOPE__BODY_WEIGHTS_DONE = 12
+  LLAMA_CLUSTER__ENVELOPE__BODY_WEIGHTS_DONE = 12,
+  LLAMA_CLUSTER__ENVELOPE__BODY_SEQUENCE_COPY = 13,
+  LLAMA_CLUSTER__ENVELOPE__BODY_CALIBRATION_REQUEST = 14,
+  LLAMA_CLUSTER__ENVELOPE__BODY_CALIBRATION_RESULT = 15
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LLAMA_CLUSTER__ENVELOPE__BODY__CASE)
 } LlamaCluster__Envelope__BodyCase;
 
@@ -152,6 +158,9 @@ struct  LlamaCluster__Envelope
     LlamaCluster__WeightRequest *weight_request;
     LlamaCluster__TensorChunk *tensor_chunk;
     LlamaCluster__WeightsDone *weights_done;
+    LlamaCluster__SequenceCopy *sequence_copy;
+    LlamaCluster__CalibrationRequest *calibration_request;
+    LlamaCluster__CalibrationResult *calibration_result;
   };
 };
 #define LLAMA_CLUSTER__ENVELOPE__INIT \
@@ -185,10 +194,22 @@ struct  LlamaCluster__Join
    * where the worker's data input listens, "tcp://HOST:PORT"
    */
   char *data_endpoint;
+  /*
+   * The layers the worker holds loaded from an earlier assignment (a coordinator that
+   * restarted adopts them instead of moving layers); held_layer_end = 0: none.
+   */
+  uint32_t held_layer_begin;
+  uint32_t held_layer_end;
+  /*
+   * Seconds one of the model's layers takes at the worker's thread count, measured on its
+   * own copy of the model (0: not measured): one token, and per token of a 64-token batch.
+   */
+  double layer_decode_seconds;
+  double layer_prefill_seconds;
 };
 #define LLAMA_CLUSTER__JOIN__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&llama_cluster__join__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
 
 
 /*
@@ -270,10 +291,24 @@ struct  LlamaCluster__ShardAssignment
    * every worker stores its cache alike
    */
   LlamaCluster__KVCacheDType kv_cache_dtype;
+  /*
+   * CURVE public keys (Z85) allowed to send to this worker's data input: the coordinator
+   * and the previous stage. Empty without security.
+   */
+  size_t n_input_peer_keys;
+  char **input_peer_keys;
+  /*
+   * CURVE public key of the socket `output` connects to. Empty without security.
+   */
+  char *output_server_key;
+  /*
+   * Seconds without a word from the coordinator after which the worker reconnects.
+   */
+  double heartbeat_timeout;
 };
 #define LLAMA_CLUSTER__SHARD_ASSIGNMENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&llama_cluster__shard_assignment__descriptor) \
-    , 0, 0, (char *)protobuf_c_empty_string, LLAMA_CLUSTER__ACTIVATION_DTYPE__ACTIVATION_DTYPE_UNSPECIFIED, 0, 0, NULL, NULL, 0, NULL, 0, 0, LLAMA_CLUSTER__KVCACHE_DTYPE__KV_CACHE_DTYPE_F16 }
+    , 0, 0, (char *)protobuf_c_empty_string, LLAMA_CLUSTER__ACTIVATION_DTYPE__ACTIVATION_DTYPE_UNSPECIFIED, 0, 0, NULL, NULL, 0, NULL, 0, 0, LLAMA_CLUSTER__KVCACHE_DTYPE__KV_CACHE_DTYPE_F16, 0,NULL, (char *)protobuf_c_empty_string, 0 }
 
 
 /*
@@ -424,6 +459,60 @@ struct  LlamaCluster__WeightsDone
 #define LLAMA_CLUSTER__WEIGHTS_DONE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&llama_cluster__weights_done__descriptor) \
     , 0, 0 }
+
+
+/*
+ * Coordinator -> worker: time one layer of this shape and type (random weights), for
+ * placement by measured speed.
+ */
+struct  LlamaCluster__CalibrationRequest
+{
+  ProtobufCMessage base;
+  LlamaCluster__ModelHyperparameters *hyperparameters;
+  /*
+   * the layer matrices' GGML type
+   */
+  uint32_t ggml_type;
+};
+#define LLAMA_CLUSTER__CALIBRATION_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&llama_cluster__calibration_request__descriptor) \
+    , NULL, 0 }
+
+
+/*
+ * Worker -> coordinator: the timing of a CalibrationRequest (seconds of one layer).
+ */
+struct  LlamaCluster__CalibrationResult
+{
+  ProtobufCMessage base;
+  /*
+   * one token
+   */
+  double layer_decode_seconds;
+  /*
+   * per token of a 64-token batch
+   */
+  double layer_prefill_seconds;
+};
+#define LLAMA_CLUSTER__CALIBRATION_RESULT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&llama_cluster__calibration_result__descriptor) \
+    , 0, 0 }
+
+
+/*
+ * Coordinator -> workers, in the data pipeline ahead of the frames that depend on it: copy
+ * the KV-cache entries of positions 0..count-1 of one sequence into another.
+ */
+struct  LlamaCluster__SequenceCopy
+{
+  ProtobufCMessage base;
+  int32_t source;
+  int32_t destination;
+  uint32_t count;
+};
+#define LLAMA_CLUSTER__SEQUENCE_COPY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&llama_cluster__sequence_copy__descriptor) \
+    , 0, 0, 0 }
 
 
 /*
@@ -710,6 +799,63 @@ LlamaCluster__WeightsDone *
 void   llama_cluster__weights_done__free_unpacked
                      (LlamaCluster__WeightsDone *message,
                       ProtobufCAllocator *allocator);
+/* LlamaCluster__CalibrationRequest methods */
+void   llama_cluster__calibration_request__init
+                     (LlamaCluster__CalibrationRequest         *message);
+size_t llama_cluster__calibration_request__get_packed_size
+                     (const LlamaCluster__CalibrationRequest   *message);
+size_t llama_cluster__calibration_request__pack
+                     (const LlamaCluster__CalibrationRequest   *message,
+                      uint8_t             *out);
+size_t llama_cluster__calibration_request__pack_to_buffer
+                     (const LlamaCluster__CalibrationRequest   *message,
+                      ProtobufCBuffer     *buffer);
+LlamaCluster__CalibrationRequest *
+       llama_cluster__calibration_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   llama_cluster__calibration_request__free_unpacked
+                     (LlamaCluster__CalibrationRequest *message,
+                      ProtobufCAllocator *allocator);
+/* LlamaCluster__CalibrationResult methods */
+void   llama_cluster__calibration_result__init
+                     (LlamaCluster__CalibrationResult         *message);
+size_t llama_cluster__calibration_result__get_packed_size
+                     (const LlamaCluster__CalibrationResult   *message);
+size_t llama_cluster__calibration_result__pack
+                     (const LlamaCluster__CalibrationResult   *message,
+                      uint8_t             *out);
+size_t llama_cluster__calibration_result__pack_to_buffer
+                     (const LlamaCluster__CalibrationResult   *message,
+                      ProtobufCBuffer     *buffer);
+LlamaCluster__CalibrationResult *
+       llama_cluster__calibration_result__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   llama_cluster__calibration_result__free_unpacked
+                     (LlamaCluster__CalibrationResult *message,
+                      ProtobufCAllocator *allocator);
+/* LlamaCluster__SequenceCopy methods */
+void   llama_cluster__sequence_copy__init
+                     (LlamaCluster__SequenceCopy         *message);
+size_t llama_cluster__sequence_copy__get_packed_size
+                     (const LlamaCluster__SequenceCopy   *message);
+size_t llama_cluster__sequence_copy__pack
+                     (const LlamaCluster__SequenceCopy   *message,
+                      uint8_t             *out);
+size_t llama_cluster__sequence_copy__pack_to_buffer
+                     (const LlamaCluster__SequenceCopy   *message,
+                      ProtobufCBuffer     *buffer);
+LlamaCluster__SequenceCopy *
+       llama_cluster__sequence_copy__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   llama_cluster__sequence_copy__free_unpacked
+                     (LlamaCluster__SequenceCopy *message,
+                      ProtobufCAllocator *allocator);
 /* LlamaCluster__ActivationFrame methods */
 void   llama_cluster__activation_frame__init
                      (LlamaCluster__ActivationFrame         *message);
@@ -770,6 +916,15 @@ typedef void (*LlamaCluster__TensorChunk_Closure)
 typedef void (*LlamaCluster__WeightsDone_Closure)
                  (const LlamaCluster__WeightsDone *message,
                   void *closure_data);
+typedef void (*LlamaCluster__CalibrationRequest_Closure)
+                 (const LlamaCluster__CalibrationRequest *message,
+                  void *closure_data);
+typedef void (*LlamaCluster__CalibrationResult_Closure)
+                 (const LlamaCluster__CalibrationResult *message,
+                  void *closure_data);
+typedef void (*LlamaCluster__SequenceCopy_Closure)
+                 (const LlamaCluster__SequenceCopy *message,
+                  void *closure_data);
 typedef void (*LlamaCluster__ActivationFrame_Closure)
                  (const LlamaCluster__ActivationFrame *message,
                   void *closure_data);
@@ -796,6 +951,9 @@ extern const ProtobufCMessageDescriptor llama_cluster__error_report__descriptor;
 extern const ProtobufCMessageDescriptor llama_cluster__weight_request__descriptor;
 extern const ProtobufCMessageDescriptor llama_cluster__tensor_chunk__descriptor;
 extern const ProtobufCMessageDescriptor llama_cluster__weights_done__descriptor;
+extern const ProtobufCMessageDescriptor llama_cluster__calibration_request__descriptor;
+extern const ProtobufCMessageDescriptor llama_cluster__calibration_result__descriptor;
+extern const ProtobufCMessageDescriptor llama_cluster__sequence_copy__descriptor;
 extern const ProtobufCMessageDescriptor llama_cluster__activation_frame__descriptor;
 
 PROTOBUF_C__END_DECLS

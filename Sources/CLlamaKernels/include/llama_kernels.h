@@ -154,6 +154,24 @@ const char *lk_isa_name(void);
 /// only; other threads keep the best level. For tests and benchmarks.
 void lk_force_isa(int level);
 
+/// CPU features the kernels and the wire code look for (one probe for the whole program).
+enum {
+    LK_CPU_SSE42 = 1 << 0,
+    LK_CPU_AVX = 1 << 1,
+    LK_CPU_AVX2 = 1 << 2,
+    LK_CPU_FMA = 1 << 3,
+    LK_CPU_F16C = 1 << 4,
+    LK_CPU_AVX512F = 1 << 5,
+    LK_CPU_AVX512BW = 1 << 6,
+    LK_CPU_AVX512VL = 1 << 7,
+    LK_CPU_AVX512DQ = 1 << 8,
+    LK_CPU_AVX512VNNI = 1 << 9,
+};
+/// The LK_CPU_* bits this CPU (and its operating system) supports.
+int lk_cpu_features(void);
+/// The same as text, e.g. "sse4.2 avx avx2 fma f16c avx512f ...".
+const char *lk_cpu_feature_names(void);
+
 /// A pause hint for spin-wait loops.
 void lk_cpu_relax(void);
 

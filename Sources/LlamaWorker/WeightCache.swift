@@ -10,10 +10,13 @@ struct WeightCache {
     static let chunkBytes = 4 << 20
     let directory: String
     let logger: Logger
+    /// Most bytes of weights this worker accepts (what it offered the cluster).
+    let memoryBudget: Int
 
-    init(directory: String, logger: Logger) {
+    init(directory: String, logger: Logger, memoryBudget: Int = .max) {
         self.directory = directory
         self.logger = logger
+        self.memoryBudget = memoryBudget
     }
 
     func path(fingerprint: String, layers: LayerRange) -> String {
@@ -74,6 +77,10 @@ struct WeightCache {
             }
             infos.append((name, type, shape, Int(info.totalSize)))
             total += Int(info.totalSize)
+            // Checked before anything is allocated: the sizes come from the other end.
+            guard total <= memoryBudget else {
+                throw WorkerError.weights("layers \(layers) need more than the \(memoryBudget / 1_048_576) MiB this worker offers")
+            }
         }
         logger.info("fetching \(infos.count) tensors (\(total / 1_048_576) MiB) for layers \(layers) from the coordinator")
         var received = 0

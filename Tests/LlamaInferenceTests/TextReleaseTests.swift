@@ -1,8 +1,22 @@
-import LlamaServer
+import LlamaInference
+import TestSupport
 import Testing
 
-@Suite("StopStringFilter")
-struct StopStringFilterTests {
+/// Feeds strings to a ``TextRelease`` as tokens (each string one token's bytes).
+struct StringRelease {
+    var release: TextRelease
+    var count = 0
+    init(stopStrings: [String]) { release = TextRelease(stopStrings: stopStrings) }
+    var isStopped: Bool { release.isStopped }
+    mutating func append(_ s: String) -> String {
+        count += 1
+        return release.append(TokenLogprob(token: Int32(count), bytes: Array(s.utf8), logprob: nil)).text
+    }
+    mutating func flush() -> String { release.finish().text }
+}
+
+@Suite("Text release: stop strings and UTF-8 holdback")
+struct TextReleaseTests {
     /// The earliest complete occurrence of any stop string in `text`, by plain search.
     static func earliestStop(_ text: String, stops: [String]) -> Int? {
         let bytes = Array(text.utf8)
@@ -33,7 +47,7 @@ struct StopStringFilterTests {
 
     @Test("random texts, stop strings and token splits agree with a plain search after each token")
     func randomAgainstReference() {
-        var generator = SplitMix64(seed: 0x5EED)
+        var generator = SeededGenerator(seed: 0x5EED)
         let alphabet: [String] = ["a", "b", "c", " ", "é", "😀"]
         for _ in 0 ..< 3000 {
             let length = Int(generator.next() % 24)
@@ -51,7 +65,7 @@ struct StopStringFilterTests {
                 index += size
             }
             let expected = Self.reference(tokens: tokens, stops: stops)
-            var filter = StopStringFilter(stopStrings: stops)
+            var filter = StringRelease(stopStrings: stops)
             var released = ""
             for token in tokens {
                 released += filter.append(token)
@@ -68,7 +82,7 @@ struct StopStringFilterTests {
 
     @Test("hand-worked cases")
     func handWorked() {
-        var filter = StopStringFilter(stopStrings: ["\n\n", "User:"])
+        var filter = StringRelease(stopStrings: ["\n\n", "User:"])
         #expect(filter.append("Hello") == "Hello")
         #expect(filter.append("\n") == "")
         #expect(filter.append("Us") == "\n")
@@ -78,27 +92,41 @@ struct StopStringFilterTests {
         #expect(filter.append("more") == "")
         #expect(filter.flush() == "")
 
-        var multibyte = StopStringFilter(stopStrings: ["é!"])
+        var multibyte = StringRelease(stopStrings: ["é!"])
         #expect(multibyte.append("caf") == "caf")
         #expect(multibyte.append("é") == "")
         #expect(multibyte.append("é") == "é")
         #expect(multibyte.flush() == "é")
 
-        var none = StopStringFilter(stopStrings: [])
+        var none = StringRelease(stopStrings: [])
         #expect(none.append("abc") == "abc")
         #expect(!none.isStopped)
     }
-}
 
-/// A small deterministic random generator for reproducible tests.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+    @Test("each released token comes with its text; a stop string's tokens are dropped")
+    func tokenAttribution() {
+        var r = TextRelease(stopStrings: ["END"])
+        func tok(_ id: Int32, _ s: String) -> TokenLogprob { TokenLogprob(token: id, bytes: Array(s.utf8), logprob: nil) }
+        var out = r.append(tok(1, "Hello"))
+        #expect(out.text == "Hello" && out.tokens.map(\.token) == [1])
+        out = r.append(tok(2, " E"))        // " E" could start "END": " " goes out, "E" waits
+        #expect(out.text == " " && out.tokens.isEmpty)
+        out = r.append(tok(3, "x"))         // not END after all: the rest and token 2, 3 go out
+        #expect(out.text == "Ex" && out.tokens.map(\.token) == [2, 3])
+        out = r.append(tok(4, " EN"))
+        #expect(out.text == " " && out.tokens.isEmpty)
+        out = r.append(tok(5, "D and more"))   // token 4 began before the stop string: it counts
+        #expect(out.text.isEmpty && out.tokens.map(\.token) == [4])
+        #expect(r.isStopped)
+        // A character split over byte tokens is released whole, with both tokens.
+        var u = TextRelease(stopStrings: [])
+        let e = Array("é".utf8)
+        out = u.append(TokenLogprob(token: 7, bytes: [e[0]], logprob: nil))
+        #expect(out.text.isEmpty && out.tokens.isEmpty)
+        out = u.append(TokenLogprob(token: 8, bytes: [e[1]], logprob: nil))
+        #expect(out.text == "é" && out.tokens.map(\.token) == [7, 8])
+        // An unfinished character at the end shows as U+FFFD, as decode does.
+        _ = u.append(TokenLogprob(token: 9, bytes: [e[0]], logprob: nil))
+        #expect(u.finish().text == "\u{FFFD}")
     }
 }
