@@ -36,7 +36,7 @@ public final class InMemoryNetwork: @unchecked Sendable {
 
     private let condition = NSCondition()
     private var mailboxes: [String: [Envelope]] = [:]
-    private var open = Set<String>()
+    private var open: [String: UInt64] = [:]   // address → the token of the transport that owns it
     private var cut = Set<String>()
     private var counter: UInt64 = 0
     private var interceptor: (@Sendable (MessageInfo) -> FaultAction)?
@@ -74,25 +74,31 @@ public final class InMemoryNetwork: @unchecked Sendable {
 
     // MARK: - Mailboxes
 
-    func openMailbox(_ address: String) {
+    /// Opens `address` for delivery and returns the owner token that closes it. A new owner
+    /// (a worker restarted under the same name) takes the address over; the old owner's late
+    /// close then leaves it open.
+    func openMailbox(_ address: String) -> UInt64 {
         condition.lock()
-        open.insert(address)
+        defer { condition.unlock() }
+        counter += 1
+        open[address] = counter
         mailboxes[address] = mailboxes[address] ?? []
-        condition.unlock()
+        return counter
     }
 
-    func closeMailbox(_ address: String) {
+    func closeMailbox(_ address: String, owner: UInt64) {
         condition.lock()
-        open.remove(address)
+        defer { condition.unlock() }
+        guard open[address] == owner else { return }
+        open[address] = nil
         mailboxes[address] = nil
-        condition.unlock()
     }
 
     func post(_ payload: [UInt8], identity: [UInt8] = [], to address: String, kind: MessageInfo.Kind, from: String) {
         condition.lock()
         defer { condition.unlock() }
         let to = Self.node(of: address)
-        guard open.contains(address), !cut.contains(to), !cut.contains(Self.node(of: from)) else { return }
+        guard open[address] != nil, !cut.contains(to), !cut.contains(Self.node(of: from)) else { return }
         let action = interceptor?(MessageInfo(kind: kind, from: Self.node(of: from), to: to, payload: payload)) ?? .deliver
         let now = monotonicSeconds()
         var copies = 1, delay = 0.0
@@ -165,17 +171,17 @@ public final class InMemoryCoordinatorTransport: CoordinatorTransport {
     public var controlAddress: String { "mem://\(name)" }
     public var returnEndpoint: String { "mem://\(name)/return" }
     private var firstStage: String?
+    private var owners: [UInt64] = []
 
     public init(network: InMemoryNetwork, name: String = "coordinator") {
         self.network = network
         self.name = name
-        network.openMailbox("mem://\(name)")
-        network.openMailbox("mem://\(name)/return")
+        owners = [network.openMailbox("mem://\(name)"), network.openMailbox("mem://\(name)/return")]
     }
 
     deinit {
-        network.closeMailbox(controlAddress)
-        network.closeMailbox(returnEndpoint)
+        network.closeMailbox(controlAddress, owner: owners[0])
+        network.closeMailbox(returnEndpoint, owner: owners[1])
     }
 
     public func poll(timeout: Double, _ handle: (CoordinatorEvent) throws -> Void) throws {
@@ -220,19 +226,18 @@ public final class InMemoryWorkerTransport: WorkerTransport {
     public var dataEndpoint: String { "mem://\(name)/data" }
     private var controlBox: String { "mem://\(name)/control" }
     private var output: String?
+    private var owners: [UInt64] = []
 
     public init(network: InMemoryNetwork, name: String, coordinator: String = "mem://coordinator") {
         self.network = network
         self.name = name
         self.coordinator = coordinator
-        network.openMailbox("mem://\(name)/control")
-        network.openMailbox("mem://\(name)/data")
+        owners = [network.openMailbox("mem://\(name)/control"), network.openMailbox("mem://\(name)/data")]
     }
 
     deinit {
-        network.closeMailbox(controlBox)
-        network.closeMailbox(dataEndpoint)
-        network.closeMailbox("mem://\(name)#hb/control")
+        network.closeMailbox(controlBox, owner: owners[0])
+        network.closeMailbox(dataEndpoint, owner: owners[1])
     }
 
     public func poll(timeout: Double, _ handle: (WorkerEvent) throws -> Void) throws {
@@ -264,13 +269,16 @@ final class InMemoryHeartbeatChannel: HeartbeatChannel, Sendable {
     let network: InMemoryNetwork
     let identity: String
     let coordinator: String
+    let owner: UInt64
 
     init(network: InMemoryNetwork, identity: String, coordinator: String) {
         self.network = network
         self.identity = identity
         self.coordinator = coordinator
-        network.openMailbox("mem://\(identity)/control")
+        owner = network.openMailbox("mem://\(identity)/control")
     }
+
+    deinit { network.closeMailbox("mem://\(identity)/control", owner: owner) }
 
     func send(_ payload: [UInt8]) throws {
         network.post(payload, identity: Array(identity.utf8), to: coordinator, kind: .heartbeat, from: identity)

@@ -181,9 +181,10 @@ final class WorkerRegistry {
         w.lastFailure = nil
         if j.layerDecodeSeconds > 0 { w.speed = StageSpeed(secondsPerLayer: j.layerDecodeSeconds) }
         if let h = handover, h.standby == w.name || h.leaver == w.name { cancelHandover() }
-        if w.position != nil {
+        if let p = w.position {
             // The same worker again (it restarted): its position is its own; a new epoch rewires it.
             w.phase = .loading
+            uncoveredSince[p] = nil
             if ranges != nil { newEpoch("\(w.name) rejoined") }
             return
         }

@@ -140,8 +140,25 @@ public struct JobOutput: Sendable {
     public var prompt: [TokenLogprob]
 }
 
-/// Runs `job` on `backend` and gathers its events.
-public func collect(_ backend: any CompletionBackend, _ job: CompletionJob) async throws -> JobOutput {
+/// Runs `job` on `backend` and gathers its events; throws ``Timeout`` (and cancels the job) when
+/// the stream has not ended within `timeout` seconds, so a stuck cluster fails a test with a
+/// message instead of hanging it.
+public func collect(_ backend: any CompletionBackend, _ job: CompletionJob, timeout: Double = 120) async throws -> JobOutput {
+    try await withThrowingTaskGroup(of: JobOutput?.self) { group in
+        group.addTask { try await gather(backend, job) }
+        group.addTask {
+            try await Task.sleep(nanoseconds: UInt64(timeout * 1e9))
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let out = first else {
+            throw Timeout(description: "a job of \(job.promptTokens.count) prompt tokens did not end within \(timeout) s")
+        }
+        return out
+    }
+}
+
+private func gather(_ backend: any CompletionBackend, _ job: CompletionJob) async throws -> JobOutput {
     var out = JobOutput(tokens: .init(repeating: [], count: job.choices), texts: .init(repeating: "", count: job.choices),
                         logprobs: .init(repeating: [], count: job.choices), finish: .init(repeating: nil, count: job.choices),
                         prompt: [])
