@@ -8,6 +8,11 @@ let fastC: [CSetting] = [.unsafeFlags(["-O3"])]
 let log = Target.Dependency.product(name: "Logging", package: "swift-log")
 let metrics = Target.Dependency.product(name: "CoreMetrics", package: "swift-metrics")
 
+/// The registry, the pipeline and the serving core are state machines that their tests drive
+/// through internal API (`@testable import`), also in the release build the suite runs in.
+/// Neither module holds a hot loop, so exporting internal symbols costs nothing measurable.
+let testable: [SwiftSetting] = [.unsafeFlags(["-enable-testing"])]
+
 let package = Package(
     name: "LlamaCluster",
     platforms: [.macOS(.v15)],
@@ -49,7 +54,7 @@ let package = Package(
         .target(name: "LlamaInference", dependencies: [
             "GGUF", "LlamaKernels", "LlamaModel", "LlamaTokenizer", "LlamaSampling", "LlamaGrammar", log, metrics,
             .product(name: "DequeModule", package: "swift-collections"),
-        ]),
+        ], swiftSettings: testable),
 
         // MARK: - HTTP endpoint (OpenAI / llama-server compatible)
         .target(name: "LlamaServer", dependencies: [
@@ -86,7 +91,7 @@ let package = Package(
             "ClusterWire", "ClusterTransport", "GGUF", "LlamaKernels", "LlamaModel", "LlamaInference",
             "LlamaTokenizer", "LlamaSampling", log, metrics,
             .product(name: "Yams", package: "Yams"),
-        ]),
+        ], swiftSettings: testable),
 
         // MARK: - Executables
         .executableTarget(name: "llama-coord", dependencies: [
