@@ -100,6 +100,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
         .executableTarget(name: "llama-worker", dependencies: [
             "LlamaWorker", "ClusterTransport", "LlamaKernels", log,
@@ -120,7 +121,7 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "LlamaSamplingTests", dependencies: ["LlamaSampling", "TestSupport"]),
         .testTarget(name: "LlamaGrammarTests", dependencies: ["LlamaGrammar", "LlamaTokenizer", "GGUF", "TestSupport"]),
-        .testTarget(name: "LlamaModelTests", dependencies: ["LlamaModel", "LlamaKernels", "LlamaTokenizer", "GGUF", "TestSupport"]),
+        .testTarget(name: "LlamaModelTests", dependencies: ["LlamaModel", "LlamaKernels", "LlamaTokenizer", "LlamaSampling", "GGUF", "TestSupport"]),
         .testTarget(name: "LlamaInferenceTests", dependencies: [
             "LlamaInference", "LlamaModel", "LlamaSampling", "LlamaTokenizer", "LlamaGrammar", "GGUF", "TestSupport",
         ]),

@@ -99,9 +99,16 @@ struct HeartbeatLoop {
             let hb = Heartbeat(sequence: sequence, unixTimeNanos: UInt64(Date().timeIntervalSince1970 * 1e9),
                                tokensProcessed: shared.tokensProcessed.load(ordering: .relaxed),
                                busySeconds: Double(shared.busyNanos.load(ordering: .relaxed)) * 1e-9)
+            // One heartbeat per interval: the answer is awaited for the rest of the interval,
+            // never used as the cue for the next heartbeat (that would be a ping-pong storm).
+            let next = Date().addingTimeInterval(options.heartbeatInterval)
             do {
                 try channel.send(WireMessage.heartbeat(hb).encode())
-                if !(try channel.receive(timeout: options.heartbeatInterval)).isEmpty { lastAnswer = Date() }
+                var left = next.timeIntervalSinceNow
+                while left > 0, !shared.stopping.load(ordering: .relaxed) {
+                    if !(try channel.receive(timeout: left)).isEmpty { lastAnswer = Date() }
+                    left = next.timeIntervalSinceNow
+                }
             } catch {
                 usleep(useconds_t(options.heartbeatInterval * 1e6))
             }
