@@ -153,7 +153,10 @@ struct ClusterTests {
         }
         #expect(message.contains("w2"))
         #expect(Date().timeIntervalSince(start) < 10)
-        // New requests are refused with a clear error until the cluster is whole again.
+        // New requests are refused with a clear error until the cluster is whole again (the
+        // status snapshot with the closed admission is published at the end of the loop's turn
+        // that failed the stream).
+        try waitUntil("the give-up published", timeout: 2) { cluster.coordinator.counters().requestsActive == 0 }
         #expect(throws: BackendError.self) { _ = try cluster.coordinator.submit(CompletionJob(promptTokens: p, maxTokens: 4)) }
         try cluster.startWorker("w2")
         try cluster.waitReady()

@@ -69,7 +69,7 @@ struct ServingCoreTests {
         defer { b.shutdown() }
         let task = Task {
             var n = 0
-            for try await event in try b.submit(CompletionJob(promptTokens: Self.prompt, parameters: .greedy, maxTokens: 400)) {
+            for try await event in try b.submit(CompletionJob(promptTokens: Self.prompt, parameters: .greedy, maxTokens: 480)) {
                 if case .text = event { n += 1 }
                 if n == 3 { break }
             }
@@ -77,7 +77,9 @@ struct ServingCoreTests {
         }
         #expect(try await task.value == 3)
         try waitUntil("slot free after cancellation", timeout: 5) { b.slots().allSatisfy { !$0.isProcessing } }
-        #expect(b.counters().generatedTokensTotal < 50)
+        // Stopped long before its 480 tokens (the margin covers a loaded machine).
+        #expect(b.counters().generatedTokensTotal < 240)
+        #expect(b.counters().requestsActive == 0)
         let next = try await collect(b, CompletionJob(promptTokens: Self.prompt, parameters: .greedy, maxTokens: 5))
         #expect(next.tokens[0].count == 5)
     }
