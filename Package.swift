@@ -73,7 +73,8 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
-            .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
 
         // MARK: - Cluster wire format and transport (only these touch protobuf-c and ZeroMQ)
@@ -98,6 +99,7 @@ let package = Package(
             "GGUF", "ClusterWire", "LlamaKernels", "LlamaModel", "LlamaInference", "LlamaCoordinator", "LlamaServer",
             "LlamaClient", "LlamaSampling", "LlamaTokenizer", "ClusterTransport", log, metrics,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -136,6 +138,8 @@ let package = Package(
             "LlamaClient", "LlamaServer", "LlamaInference", "LlamaSampling", "TestSupport",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
         .testTarget(name: "ClusterWireTests", dependencies: ["ClusterWire", "TestSupport"]),
         .testTarget(name: "ClusterTransportTests", dependencies: ["ClusterTransport", "ClusterWire", "TestSupport"]),

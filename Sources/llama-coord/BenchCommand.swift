@@ -8,7 +8,7 @@ import LlamaSampling
 
 // MARK: - bench
 
-struct Bench: ParsableCommand {
+struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure prefill and decode speed of a model file, or of a running cluster.",
         discussion: """
@@ -36,6 +36,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed repetitions.") var repetitions = 3
     @Option(name: .customLong("kv-cache"), help: "How the KV cache stores keys and values (model mode): f16 (as llama.cpp) or f32.")
     var kvCache: KVCacheType = .f16
+    @Option(help: "API key for the endpoint, sent as Authorization: Bearer KEY (cluster mode).") var apiKey: String?
+    @Option(name: .customLong("ca-cert"), help: "A CA certificate (PEM) to trust for an https:// endpoint, e.g. a self-signed one (cluster mode).")
+    var caCert: String?
     @Flag(help: "Print JSON instead of a table.") var json = false
 
     func validate() throws {
@@ -47,9 +50,9 @@ struct Bench: ParsableCommand {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
-    func run() throws {
+    func run() async throws {
         if let endpoint {
-            try runCluster(endpoint: endpoint)
+            try await runCluster(endpoint: endpoint)
         } else if let model {
             try runModel(path: model)
         }
@@ -84,26 +87,29 @@ struct Bench: ParsableCommand {
 
     // MARK: - Cluster
 
-    private func runCluster(endpoint: String) throws {
+    private func runCluster(endpoint: String) async throws {
         let width = try model.map { try LlamaConfig(gguf: GGUFFile(path: $0)).dim }
         let prompt = benchmarkPrompt(approximateTokens: promptTokens)
-        var params = SamplingParameters()
-        params.temperature = 0
-        params = try params.validated()
+        var greedy = SamplingParameters()
+        greedy.temperature = 0
+        let params = try greedy.validated()
+
+        let client = LlamaEndpoint(endpoint, apiKey: apiKey, caCertificateFile: caCert)
 
         // Warm-up: one short completion, untimed.
-        _ = try streamCompletion(endpoint: endpoint, prompt: prompt, parameters: params, maxTokens: 2) { _ in }
+        _ = try await client.streamCompletion(prompt: prompt, parameters: params, maxTokens: 2) { _ in }
 
         var aggregate = [Double](), aggregateDecode = [Double](), streams = [StreamTiming]()
         for _ in 0..<repetitions {
             let start = now()
-            let round = try runStreams(endpoint: endpoint, prompt: prompt, parameters: params)
+            let round = try await Self.runStreams(client, count: concurrency, prompt: prompt, parameters: params,
+                                                  maxTokens: genTokens)
             let wall = now() - start
             aggregate.append(Double(round.reduce(0) { $0 + $1.generated }) / wall)
             aggregateDecode.append(Self.concurrentDecodeRate(round))
             streams += round
         }
-        let status = try fetchStatus(endpoint: endpoint)
+        let status = try await client.status()
         let decoding = streams.filter { $0.generated > 1 }
         let report = ClusterBenchReport(
             endpoint: endpoint, model: status.model, concurrency: concurrency, repetitions: repetitions,
@@ -148,7 +154,7 @@ struct Bench: ParsableCommand {
     }
 
     /// Timing of one streamed completion.
-    private struct StreamTiming {
+    private struct StreamTiming: Sendable {
         var promptTokens: Int
         var generated: Int
         var firstTokenSeconds: Double
@@ -179,32 +185,31 @@ struct Bench: ParsableCommand {
         return decoding.filter { $0.decodeSeconds > 0 }.reduce(0) { $0 + Double($1.generated - 1) / $1.decodeSeconds }
     }
 
-    /// Runs `concurrency` streaming completions at once, each on its own thread.
-    private func runStreams(endpoint: String, prompt: String, parameters: SamplingParameters) throws -> [StreamTiming] {
-        let results = Collected<Result<StreamTiming, Error>>()
-        let group = DispatchGroup()
-        let maxTokens = genTokens
+    /// Runs `count` streaming completions at once, as child tasks of one task group on the async
+    /// client. The timings come in the order the streams end; the first failure cancels the
+    /// other streams (closing their connections) and is thrown.
+    private static func runStreams(_ client: LlamaEndpoint, count: Int, prompt: String, parameters: SamplingParameters,
+                                   maxTokens: Int) async throws -> [StreamTiming] {
         let roundStart = now()
-        for _ in 0..<concurrency {
-            group.enter()
-            Thread {
-                var arrivals: [Double] = []
-                arrivals.reserveCapacity(maxTokens)
-                let outcome = Result<StreamTiming, Error> {
-                    let (_, usage) = try streamCompletion(endpoint: endpoint, prompt: prompt, parameters: parameters,
-                                                          maxTokens: maxTokens) { _ in arrivals.append(now() - roundStart) }
+        return try await withThrowingTaskGroup(of: StreamTiming.self) { group in
+            for _ in 0..<count {
+                group.addTask {
+                    var arrivals: [Double] = []
+                    arrivals.reserveCapacity(maxTokens)
+                    let (_, usage) = try await client.streamCompletion(prompt: prompt, parameters: parameters,
+                                                                       maxTokens: maxTokens) { _ in arrivals.append(now() - roundStart) }
                     let end = now() - roundStart
                     let firstAt = arrivals.first ?? end
                     return StreamTiming(promptTokens: usage.promptTokens, generated: usage.completionTokens,
                                         firstTokenSeconds: firstAt, decodeSeconds: (arrivals.last ?? end) - firstAt,
                                         arrivals: arrivals)
                 }
-                results.append(outcome)
-                group.leave()
-            }.start()
+            }
+            var timings: [StreamTiming] = []
+            timings.reserveCapacity(count)
+            for try await timing in group { timings.append(timing) }
+            return timings
         }
-        group.wait()
-        return try results.all.map { try $0.get() }
     }
 
     /// Bytes of an encoded activation message carrying `tokens` tokens of `width`.
@@ -283,13 +288,4 @@ private func formatTable(_ rows: [[String]]) -> String {
             return c == 0 ? cell + pad : pad + cell
         }.joined(separator: "  ")
     }.joined(separator: "\n")
-}
-
-/// Values appended from several threads.
-private final class Collected<Item>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var items: [Item] = []
-
-    func append(_ item: Item) { lock.withLock { items.append(item) } }
-    var all: [Item] { lock.withLock { items } }
 }

@@ -191,21 +191,33 @@ struct Keygen: ParsableCommand {
 
 // MARK: - prompt
 
-struct Prompt: ParsableCommand {
+/// How `prompt` and `status` reach an endpoint that needs an API key or serves HTTPS.
+struct ClientOptions: ParsableArguments {
+    @Option(help: "API key for the endpoint, sent as Authorization: Bearer KEY.") var apiKey: String?
+    @Option(name: .customLong("ca-cert"), help: "A CA certificate (PEM) to trust for an https:// endpoint, e.g. a self-signed one.")
+    var caCert: String?
+
+    func endpoint(_ url: String) -> LlamaEndpoint {
+        LlamaEndpoint(url, apiKey: apiKey, caCertificateFile: caCert)
+    }
+}
+
+struct Prompt: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Stream a completion from a coordinator's endpoint to the terminal.")
 
     @Option(help: "The coordinator's HTTP endpoint, e.g. http://127.0.0.1:8080.") var endpoint = "http://127.0.0.1:8080"
+    @OptionGroup var client: ClientOptions
     @OptionGroup var sampling: SamplingOptions
     @Option(help: "Stop strings (repeatable).") var stop: [String] = []
     @Argument(help: "The prompt.") var text: String
 
-    func run() throws {
+    func run() async throws {
         let params = try sampling.parameters()
         emit(text)
         let start = now()
         var first: Double?
-        let (reason, usage) = try streamCompletion(endpoint: endpoint, prompt: text, parameters: params,
-                                                   maxTokens: sampling.maxTokens, stop: stop) { piece in
+        let (reason, usage) = try await client.endpoint(endpoint).streamCompletion(
+            prompt: text, parameters: params, maxTokens: sampling.maxTokens, stop: stop) { piece in
             if first == nil { first = now() }
             emit(piece)
         }
@@ -220,12 +232,13 @@ struct Prompt: ParsableCommand {
 
 // MARK: - status
 
-struct Status: ParsableCommand {
+struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show the workers of a cluster: layers, state and speed.")
 
     @Option(help: "The coordinator's HTTP endpoint.") var endpoint = "http://127.0.0.1:8080"
+    @OptionGroup var client: ClientOptions
 
-    func run() throws {
-        print(formatStatusTable(try fetchStatus(endpoint: endpoint)))
+    func run() async throws {
+        print(formatStatusTable(try await client.endpoint(endpoint).status()))
     }
 }

@@ -5,6 +5,9 @@ import LlamaServer
 
 /// A model runner for client tests: byte tokens (id = byte + 3) and a fixed list of words
 /// generated one token each.
+///
+/// `@unchecked Sendable`: the logs (`terminationLog`, `jobLog`) are read and written only while
+/// holding `lock`; everything else is immutable after `init`.
 final class WordBackend: CompletionBackend, @unchecked Sendable {
     private let lock = NSLock()
     private var terminationLog: [String] = []
@@ -17,17 +20,26 @@ final class WordBackend: CompletionBackend, @unchecked Sendable {
     let failureMessage: String?
     /// Pause between tokens, in nanoseconds.
     let tokenDelay: UInt64
+    /// Standbys after the two workers in the health report.
+    let standbys: [WorkerStatus]
+    /// The health report's `draining` and `insecure`.
+    let draining: Bool
+    let insecure: Bool
 
     let info = ModelInfo(name: "word-llama", path: "/models/word.gguf", contextLength: 512, bosID: 1, eosID: 2,
                          vocabularySize: 259, slotCount: 4)
     var bosID: Int32 { info.bosID }
     let stageSummary = "w1 0-11, w2 12-21"
 
-    init(words: [String], hangAfterWords: Bool = false, failureMessage: String? = nil, tokenDelay: UInt64 = 0) {
+    init(words: [String], hangAfterWords: Bool = false, failureMessage: String? = nil, tokenDelay: UInt64 = 0,
+         standbys: [WorkerStatus] = [], draining: Bool = false, insecure: Bool = false) {
         self.words = words
         self.hangAfterWords = hangAfterWords
         self.failureMessage = failureMessage
         self.tokenDelay = tokenDelay
+        self.standbys = standbys
+        self.draining = draining
+        self.insecure = insecure
     }
 
     struct Failure: Error, CustomStringConvertible {
@@ -46,10 +58,11 @@ final class WordBackend: CompletionBackend, @unchecked Sendable {
         return jobLog
     }
 
-    /// Waits (at most 5 s) until `count` job streams have terminated.
-    func waitForTerminations(_ count: Int) -> [String] {
+    /// Waits (at most 5 s) until `count` job streams have terminated. It sleeps as a task, so
+    /// the server's tasks (which end the streams) keep the cooperative threads meanwhile.
+    func waitForTerminations(_ count: Int) async -> [String] {
         for _ in 0 ..< 500 where terminations.count < count {
-            usleep(10_000)
+            try? await Task.sleep(nanoseconds: 10_000_000)
         }
         return terminations
     }
@@ -112,7 +125,7 @@ final class WordBackend: CompletionBackend, @unchecked Sendable {
             WorkerStatus(name: "w1", state: "ready", layers: "0-11", threads: 4, address: "tcp://127.0.0.1:7001",
                          tokensProcessed: 640, tokensPerSecond: 21.25, secondsSinceHeartbeat: 0.5),
             WorkerStatus(name: "w2", state: "loading", layers: "12-21"),
-        ])
+        ] + standbys, draining: draining, insecure: insecure)
     }
 
     func slots() -> [SlotStatus] { [] }
