@@ -352,10 +352,12 @@ public final class ZMQSocket {
                                properties: &properties, wanted: wanted) { break }
             if try !waitFor(Int16(ZMQ_POLLIN), deadline: deadline) { return false }
         }
-        // The remaining parts of a multipart message arrive together with the first.
+        // The remaining parts of a multipart message arrive together with the first. A ROUTER
+        // makes the first part (the routing id) itself: the peer's properties come with the
+        // parts the peer sent, so every part is asked.
         var count = 1
         while more {
-            _ = try receivePart(into: &parts, index: count, more: &more, flags: 0)
+            _ = try receivePart(into: &parts, index: count, more: &more, flags: 0, properties: &properties, wanted: wanted)
             count += 1
         }
         if parts.count > count { parts.removeLast(parts.count - count) }
@@ -386,8 +388,9 @@ public final class ZMQSocket {
         }
         more = zmq_msg_more(message) != 0
         if wanted {
-            properties.userID = zmq_msg_gets(message, "User-Id").map { String(cString: $0) }
-            properties.peerAddress = zmq_msg_gets(message, "Peer-Address").map { String(cString: $0) }
+            if index == 0 { properties = ZMQMessageProperties() }
+            if let u = zmq_msg_gets(message, "User-Id") { properties.userID = String(cString: u) }
+            if let a = zmq_msg_gets(message, "Peer-Address") { properties.peerAddress = String(cString: a) }
         }
         return true
     }

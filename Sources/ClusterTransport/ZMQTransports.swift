@@ -138,6 +138,10 @@ public final class ZMQCoordinatorTransport: CoordinatorTransport {
         dataOutEndpoint = nil
         guard let endpoint else { return }
         let s = try context.socket(.push)
+        // A next stage that is gone (or refuses the handshake) must not block this thread for
+        // good: the send gives up, the frame is lost, and the coordinator's frame timeout or
+        // the next epoch redoes it.
+        try s.set(.sendTimeout(milliseconds: 2000))
         if let security, let key = endpoint.serverKey { try s.connectCurve(security.keys, serverKey: key) }
         try s.connect(endpoint.address)
         dataOut = s
@@ -259,6 +263,10 @@ public final class ZMQWorkerTransport: WorkerTransport {
         outputEndpoint = nil
         guard let endpoint else { return }
         let s = try context.socket(.push)
+        // A next stage that is gone (or refuses the handshake) must not block this thread for
+        // good: the send gives up, the frame is lost, and the coordinator's frame timeout or
+        // the next epoch redoes it.
+        try s.set(.sendTimeout(milliseconds: 2000))
         if let security, let key = endpoint.serverKey { try s.connectCurve(security.keys, serverKey: key) }
         try s.connect(endpoint.address)
         output = s

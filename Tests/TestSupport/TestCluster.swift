@@ -18,6 +18,9 @@ public final class TestCluster: @unchecked Sendable {
     public let controlAddress: String
     public let cacheDirectory: String
     public private(set) var workers: [String: ClusterWorker] = [:]
+    /// With `secure`: the coordinator's and every listed worker's CURVE keys.
+    public private(set) var coordinatorKeys: CurveKeyPair?
+    public private(set) var workerKeys: [String: CurveKeyPair] = [:]
     private var done: [String: DispatchSemaphore] = [:]
 
     /// - Parameters:
@@ -28,7 +31,12 @@ public final class TestCluster: @unchecked Sendable {
                 activations: ActivationType = .f32, maxSequences: Int = 4, heartbeatTimeout: Double = 2,
                 recoveryTimeout: Double = 60, batch: Int = 64, framesInFlight: Int? = nil, kvCache: KVCacheType = .f16,
                 speculative: SpeculativeSettings? = nil, frameTimeout: Double = 30, maxQueue: Int = 256,
-                overTCP: Bool = false) throws {
+                overTCP: Bool = false, secure: Bool = false) throws {
+        precondition(!secure || overTCP, "CURVE needs ZeroMQ")
+        if secure {
+            coordinatorKeys = try CurveKeyPair.generate()
+            for n in names + standbys { workerKeys[n] = try CurveKeyPair.generate() }
+        }
         let network = overTCP ? nil : InMemoryNetwork()
         self.network = network
         controlAddress = overTCP ? try LoopbackPort.freeEndpoint() : "mem://coordinator"
@@ -40,14 +48,15 @@ public final class TestCluster: @unchecked Sendable {
             }, threads: 1)
         }
         specs += standbys.map { ClusterManifest.Worker(name: $0, threads: 1, standby: true) }
+        for i in specs.indices { specs[i].key = workerKeys[specs[i].name]?.publicKey }
         manifest = ClusterManifest(model: model, controlAddress: overTCP ? controlAddress : "tcp://127.0.0.1:1",
                                    httpHost: "127.0.0.1", httpPort: 0, coordinatorThreads: 1, activations: activations,
                                    maxSequences: maxSequences, context: 512, heartbeatTimeout: heartbeatTimeout,
                                    recoveryTimeout: recoveryTimeout, maxQueue: maxQueue, frameTimeout: frameTimeout,
                                    batch: batch, framesInFlight: framesInFlight, kvCache: kvCache, speculative: speculative,
-                                   workers: specs)
+                                   securityKey: secure ? "coordinator.key" : nil, workers: specs)
         let transport: (any CoordinatorTransport)? = network.map { InMemoryCoordinatorTransport(network: $0) }
-        coordinator = try Coordinator(manifest: manifest, logger: Self.logger("coordinator"), transport: transport)
+        coordinator = try Coordinator(manifest: manifest, logger: Self.logger("coordinator"), keys: coordinatorKeys, transport: transport)
         coordinator.start()
     }
 
@@ -58,17 +67,26 @@ public final class TestCluster: @unchecked Sendable {
     }
 
     /// Starts a worker thread (again, after ``kill(_:)``, to rejoin under the same name).
-    public func startWorker(_ name: String, model: String? = Repo.demoModel) throws {
+    /// - Parameters:
+    ///   - label: the handle ``kill(_:)`` takes (default: `name`), so a second process can claim a name.
+    ///   - keys: CURVE keys to present instead of the manifest's for `name` (a secure cluster only).
+    ///   - plain: no CURVE at all, even in a secure cluster.
+    public func startWorker(_ name: String, model: String? = Repo.demoModel, label: String? = nil,
+                            keys: CurveKeyPair? = nil, plain: Bool = false) throws {
+        let label = label ?? name
         var options = WorkerOptions(coordinator: controlAddress, name: name, threads: 1, modelPath: model,
                                     cacheDirectory: cacheDirectory, memoryBudget: 1 << 30, listen: "tcp://127.0.0.1:0",
                                     advertiseHost: "127.0.0.1", heartbeatInterval: 0.1)
         options.heartbeatTimeout = manifest.heartbeatTimeout
         options.leaveTimeout = 20
+        if !plain, let coordinatorKeys, let k = keys ?? workerKeys[name] {
+            options.security = TransportSecurity(keys: k, coordinatorKey: coordinatorKeys.publicKey)
+        }
         let transport: (any WorkerTransport)? = network.map { InMemoryWorkerTransport(network: $0, name: name) }
         let worker = try ClusterWorker(options: options, logger: Self.logger(name), transport: transport)
         let sem = DispatchSemaphore(value: 0)
-        workers[name] = worker
-        done[name] = sem
+        workers[label] = worker
+        done[label] = sem
         let t = Thread {
             do { try worker.run() } catch { FileHandle.standardError.write(Data("worker \(name): \(error)\n".utf8)) }
             sem.signal()
