@@ -149,3 +149,29 @@ let package = Package(
         ]),
     ]
 )
+
+// MARK: - Fuzzing harnesses (only with LLAMA_FUZZ=1; see scripts/fuzz.sh)
+// libFuzzer entry points under Tests/Fuzz/<name>, built with
+// `-Xswiftc -sanitize=fuzzer,address`. Without LLAMA_FUZZ=1 nothing here exists, so ordinary
+// builds and tests never see these targets. With it, the C targets the harnesses reach are
+// also compiled with AddressSanitizer and coverage instrumentation.
+if Context.environment["LLAMA_FUZZ"] == "1" {
+    let harness: [SwiftSetting] = [.unsafeFlags(["-parse-as-library"])]
+    func fuzzTarget(_ name: String, _ dependencies: [Target.Dependency]) -> Target {
+        .executableTarget(name: "fuzz-\(name)", dependencies: ["FuzzDriver"] + dependencies,
+                          path: "Tests/Fuzz/\(name)", swiftSettings: harness)
+    }
+    package.targets += [
+        .target(name: "FuzzDriver", path: "Tests/Fuzz/FuzzDriver"),
+        fuzzTarget("wire-activation", ["ClusterWire"]),
+        fuzzTarget("wire-control", ["ClusterWire"]),
+        fuzzTarget("gguf", ["GGUF", "LlamaModel", "LlamaTokenizer"]),
+        fuzzTarget("manifest", ["LlamaCoordinator"]),
+        fuzzTarget("http-request", ["LlamaServer", "LlamaInference"]),
+        fuzzTarget("tokenizer", ["LlamaTokenizer", "GGUF"]),
+        fuzzTarget("grammar", ["LlamaGrammar"]),
+    ]
+    for target in package.targets where ["CClusterWire", "CLlamaKernels"].contains(target.name) {
+        target.cSettings = (target.cSettings ?? []) + [.unsafeFlags(["-fsanitize=address,fuzzer-no-link"])]
+    }
+}

@@ -16,3 +16,8 @@ export LLAMA_REF_PYTHON="$VENV/bin/python"
 # Release build: the suite runs real models (perplexity over 60k tokens, clusters of processes).
 swift build -c release --build-tests
 swift test -c release --skip-build "$@"
+# Last: a few seconds of every fuzzing harness (Tests/Fuzz; sanitizer build in .build-fuzz), so
+# they keep building and their seeds keep passing. LLAMA_SKIP_FUZZ=1 skips it.
+if [ "${LLAMA_SKIP_FUZZ:-0}" != 1 ]; then
+    scripts/fuzz.sh all "${LLAMA_FUZZ_SECONDS:-5}"
+fi

@@ -272,10 +272,11 @@ public struct ClusterManifest: Sendable, Equatable {
         let bad = ManifestError(field: field, reason: "\(text.debugDescription) is not a layer range like \"0-39\" (inclusive)")
         switch parts.count {
         case 1:
-            guard let a = Int(parts[0]), a >= 0 else { throw bad }
+            // Int.max is refused: the half-open range ends one past the last layer.
+            guard let a = Int(parts[0]), a >= 0, a < Int.max else { throw bad }
             return a..<(a + 1)
         case 2:
-            guard let a = Int(parts[0]), let b = Int(parts[1]), a >= 0 else { throw bad }
+            guard let a = Int(parts[0]), let b = Int(parts[1]), a >= 0, b < Int.max else { throw bad }
             guard b >= a else { throw ManifestError(field: field, reason: "\(text.debugDescription) ends before it starts") }
             return a..<(b + 1)
         default:

@@ -48,8 +48,9 @@ final class CompiledGrammar: Sendable {
 /// sequences, literals `"..."` with the escapes `\n \t \r \\ \" \[ \] \xHH \uHHHH
 /// \UHHHHHHHH`, character classes `[a-z0-9_]` and `[^"\\]` (same escapes), `.` (any
 /// character), groups `( ... )`, repetition `*`, `+`, `?`, `{m}`, `{m,}`, `{m,n}` (counts
-/// up to 10,000), `#` comments. A rule ends at a newline, except after `::=` or `|` and
-/// inside parentheses. Characters are Unicode scalars; text is matched as UTF-8.
+/// up to 10,000), `#` comments; groups, alternatives and repetitions nest up to 256 deep.
+/// A rule ends at a newline, except after `::=` or `|` and inside parentheses. Characters
+/// are Unicode scalars; text is matched as UTF-8.
 /// Left-recursive grammars (a rule reaching itself without consuming a character, also
 /// through a repetition of something that can match the empty text) are rejected.
 /// Not supported: llama.cpp's token references `<[id]>` and `!` negation of tokens.
@@ -61,11 +62,23 @@ public struct Grammar: Sendable {
     /// - Throws: `GrammarError` naming the line, column and fault: a syntax error
     ///   (unterminated literal or class, unknown escape, bad repetition bound, missing
     ///   `::=`, unbalanced parentheses), an undefined rule, a rule defined twice, a missing
-    ///   root rule, or left recursion.
+    ///   root rule, or left recursion; or, without a place, a grammar too ambiguous to match
+    ///   (`.tooComplex`: its start alone has more parse positions than a matcher follows). A
+    ///   grammar that becomes that ambiguous only later allows no text from that point on.
     public init(gbnf: String, root: String = "root") throws {
         var parser = GBNFParser(gbnf)
         let rules = try parser.parseRules()
         program = try GrammarLowering.compile(rules, root: root)
+        let automaton = GrammarAutomaton(program: program)
+        let startFits = automaton.lock.withLock {
+            _ = automaton.initialState()
+            return !automaton.gaveUp
+        }
+        guard startFits else {
+            throw GrammarError(.tooComplex, "the grammar is too ambiguous to match: its start alone has more than "
+                + "\(GrammarAutomaton.expansionLimit) parse positions to follow; let alternatives that begin "
+                + "with the same rules share them, e.g. x ::= y (\"a\" | \"b\") rather than x ::= y \"a\" | y \"b\"")
+        }
     }
 
     /// The number of rules after expanding groups and repetitions into rules of their own.

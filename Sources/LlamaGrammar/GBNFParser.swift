@@ -8,6 +8,12 @@ struct GBNFParser {
     private let text: [Unicode.Scalar]
     private var position = 0
     private var lineStarts: [Int] = [0]
+    /// Groups open at `position`.
+    private var openGroups = 0
+    /// The height of the expression the last `parseSequence` or `parseAlternatives` returned
+    /// (a terminal or reference is 1; a group, sequence or repetition one more than the
+    /// highest expression in it).
+    private var height = 0
 
     init(_ source: String) {
         text = Array(source.unicodeScalars)
@@ -57,51 +63,84 @@ struct GBNFParser {
 
     private mutating func parseAlternatives(nested: Bool) throws -> GBNFExpression {
         var alternatives = [try parseSequence(nested: nested)]
+        var highest = height
         while peek == "|" {
             position += 1
             skipSpace(newlines: true)
             alternatives.append(try parseSequence(nested: nested))
+            highest = max(highest, height)
         }
-        return alternatives.count == 1 ? alternatives[0] : .alternatives(alternatives)
+        if alternatives.count == 1 { return alternatives[0] }
+        try setHeight(highest + 1)
+        return .alternatives(alternatives)
     }
 
     private mutating func parseSequence(nested: Bool) throws -> GBNFExpression {
         var items: [GBNFExpression] = []
+        var heights: [Int] = []  // of `items`
+        func finish() throws -> GBNFExpression {
+            try setHeight((heights.max() ?? 0) + 1)
+            return .sequence(items)
+        }
         while let scalar = peek {
             let start = position
             switch scalar {
             case "\"":
                 items.append(try parseLiteral())
+                heights.append(1)
             case "[":
                 items.append(try parseCharacterClass())
+                heights.append(1)
             case ".":
                 position += 1
                 items.append(.characterClass(.all))
+                heights.append(1)
             case "(":
+                guard openGroups < maxExpressionHeight else {
+                    throw error("groups nest more than \(maxExpressionHeight) deep")
+                }
                 position += 1
+                openGroups += 1
                 skipSpace(newlines: true)
                 let inner = try parseAlternatives(nested: true)
                 guard peek == ")" else {
                     throw error("expected ')' to close the '(' at \(describe(place(start))), found \(describe(peek))")
                 }
                 position += 1
+                openGroups -= 1
                 items.append(inner)
+                heights.append(height)
             case "*", "+", "?", "{":
                 guard let last = items.popLast() else {
                     throw error("'\(scalar)' has nothing before it to repeat")
                 }
                 let (min, max) = try parseRepetitionBounds()
                 items.append(.repetition(last, min: min, max: max, place(start)))
+                heights.append(heights.removeLast() + 1)
+                if heights.last! > maxExpressionHeight {
+                    throw GrammarError(.syntax, "groups and repetitions nest more than \(maxExpressionHeight) deep",
+                                       line: place(start).line, column: place(start).column)
+                }
             default:
                 guard isWordCharacter(scalar) else {
-                    return .sequence(items)
+                    return try finish()
                 }
                 let name = parseName()!
                 items.append(.ruleReference(name, place(start)))
+                heights.append(1)
             }
             skipSpace(newlines: nested)
         }
-        return .sequence(items)
+        return try finish()
+    }
+
+    /// Records the height of the expression about to be returned, which must not pass
+    /// `maxExpressionHeight` (compiling a grammar walks its expressions recursively).
+    private mutating func setHeight(_ value: Int) throws {
+        guard value <= maxExpressionHeight else {
+            throw error("groups and repetitions nest more than \(maxExpressionHeight) deep")
+        }
+        height = value
     }
 
     /// Parses `*`, `+`, `?`, `{m}`, `{m,}` or `{m,n}`.

@@ -31,3 +31,11 @@ struct GBNFRule: Sendable {
 
 /// The largest repetition count `{m,n}` accepted, to keep compiled grammars small.
 let maxRepetitionBound = 10_000
+
+/// The deepest expression accepted (groups, alternatives and repetitions inside each other),
+/// to keep the recursion of compiling it (and of freeing it) well inside a thread's stack.
+let maxExpressionHeight = 256
+
+/// The most terminals and rule references a compiled grammar may hold, counting every copy
+/// a repetition makes.
+let maxCompiledSize = 1 << 20

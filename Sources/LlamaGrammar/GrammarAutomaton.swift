@@ -45,6 +45,20 @@ final class GrammarAutomaton: @unchecked Sendable {
 
     /// Heads under construction.
     private var scratch: [Int32] = []
+    /// The `(position, tail)` pairs `expand` has visited since the heads under construction
+    /// were started: an ambiguous grammar reaches the same pair along many derivations (an
+    /// empty literal under 18 `?`, repeated `{1,5}`, along 19^5), and each adds the same heads.
+    private var expanded = Set<UInt64>()
+    /// Pairs `expand` has still to follow.
+    private var pending: [UInt64] = []
+
+    /// Most `(position, tail)` pairs the heads of one state may take to find. Distinct stacks
+    /// can still be exponentially many (`x1 ::= x0 "a" | x0 "b"`, `x2 ::= x1 "a" | x1 "b"`,
+    /// ... has 2^k at its start); past the limit the state is given up (see `gaveUp`).
+    static let expansionLimit = 1 << 18
+    /// Whether the last state built (`initialState` or a transition) passed
+    /// `expansionLimit`: a transition is then `dead`, and the initial state has no heads.
+    private(set) var gaveUp = false
 
     init(program: CompiledGrammar) {
         self.program = program
@@ -70,10 +84,13 @@ final class GrammarAutomaton: @unchecked Sendable {
     /// The state before any text.
     func initialState() -> Int32 {
         scratch.removeAll(keepingCapacity: true)
+        expanded.removeAll(keepingCapacity: true)
+        gaveUp = false
         let rule = Int(program.root)
         for alternative in program.ruleAlternatives[rule]..<program.ruleAlternatives[rule + 1] {
             expand(program.alternativeStarts[Int(alternative)], tail: -1)
         }
+        if gaveUp { scratch.removeAll(keepingCapacity: true) }
         return internState(partial: 0)
     }
 
@@ -95,6 +112,8 @@ final class GrammarAutomaton: @unchecked Sendable {
         let progress = partial[Int(state)]
         guard let step = UTF8Step(after: progress, byte: byte) else { return GrammarAutomaton.dead }
         scratch.removeAll(keepingCapacity: true)
+        expanded.removeAll(keepingCapacity: true)
+        gaveUp = false
         let first = Int(headStart[Int(state)])
         let last = Int(headStart[Int(state) + 1])
         switch step {
@@ -107,6 +126,7 @@ final class GrammarAutomaton: @unchecked Sendable {
                     expand(position + 1, tail: frameNext[Int(head)])
                 }
             }
+            if gaveUp { return GrammarAutomaton.dead }
         case .partial(let next, let low, let high):
             for index in first..<last {
                 let head = heads[index]
@@ -126,25 +146,44 @@ final class GrammarAutomaton: @unchecked Sendable {
     /// Adds to `scratch` the heads reached by continuing at `position` with the stack
     /// `tail` below: terminals become heads, rule references push their return position
     /// (unless it ends the alternative: a tail call) and expand every alternative, and the
-    /// end of an alternative pops the stack.
+    /// end of an alternative pops the stack. A pair visited before adds nothing new. Works
+    /// from a list of pairs rather than by recursion, since a run of rules that match the
+    /// empty text (`x?{10000}`) is followed pair after pair without consuming anything.
     private func expand(_ position: Int32, tail: Int32) {
-        let code = program.elements[Int(position)]
-        if code >= 0 {
-            scratch.append(internFrame(position, tail))
-        } else if code == CompiledGrammar.end {
-            if tail < 0 {
-                scratch.append(GrammarAutomaton.accept)
+        visit(position, tail)
+        while let key = pending.popLast() {
+            let position = Int32(bitPattern: UInt32(truncatingIfNeeded: key >> 32))
+            let tail = Int32(bitPattern: UInt32(truncatingIfNeeded: key))
+            let code = program.elements[Int(position)]
+            if code >= 0 {
+                scratch.append(internFrame(position, tail))
+            } else if code == CompiledGrammar.end {
+                if tail < 0 {
+                    scratch.append(GrammarAutomaton.accept)
+                } else {
+                    visit(framePosition[Int(tail)], frameNext[Int(tail)])
+                }
             } else {
-                expand(framePosition[Int(tail)], tail: frameNext[Int(tail)])
-            }
-        } else {
-            let rule = Int(CompiledGrammar.rule(of: code))
-            let returnTail = program.elements[Int(position) + 1] == CompiledGrammar.end
-                ? tail : internFrame(position + 1, tail)
-            for alternative in program.ruleAlternatives[rule]..<program.ruleAlternatives[rule + 1] {
-                expand(program.alternativeStarts[Int(alternative)], tail: returnTail)
+                let rule = Int(CompiledGrammar.rule(of: code))
+                let returnTail = program.elements[Int(position) + 1] == CompiledGrammar.end
+                    ? tail : internFrame(position + 1, tail)
+                for alternative in program.ruleAlternatives[rule]..<program.ruleAlternatives[rule + 1] {
+                    visit(program.alternativeStarts[Int(alternative)], returnTail)
+                }
             }
         }
+    }
+
+    /// Queues the pair for `expand` unless it was visited before (or the state passes
+    /// `expansionLimit`).
+    @inline(__always)
+    private func visit(_ position: Int32, _ tail: Int32) {
+        guard expanded.count < GrammarAutomaton.expansionLimit else {
+            gaveUp = true
+            return
+        }
+        let key = UInt64(UInt32(bitPattern: position)) << 32 | UInt64(UInt32(bitPattern: tail))
+        if expanded.insert(key).inserted { pending.append(key) }
     }
 
     /// Interns the heads in `scratch` (sorting and de-duplicating them) with `partial`.

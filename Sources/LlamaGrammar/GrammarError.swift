@@ -20,6 +20,9 @@ public struct GrammarError: Error, Sendable, Equatable, CustomStringConvertible 
         case invalidSchema
         /// The matcher was handed a token (or bytes) that cannot continue the text.
         case notAllowed
+        /// The grammar is so ambiguous that the parse positions to follow at its start pass
+        /// the matcher's limit (matching it would take exponential time and memory).
+        case tooComplex
     }
 
     /// What went wrong, coarsely.

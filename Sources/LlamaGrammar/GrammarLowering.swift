@@ -18,10 +18,14 @@ struct GrammarLowering {
         case repetition(SourcePlace, unbounded: Bool)
     }
 
+    /// Rule names; a generated rule holds its owner's name (see `displayName`), which shares
+    /// the owner's storage instead of making a string for each of thousands of rules.
     private var names: [String] = []
     private var origins: [Origin] = []
     private var bodies: [[[Symbol]]] = []
     private var indexByName: [String: Int] = [:]
+    /// Symbols of all bodies so far (counted as they are made, before they are kept).
+    private var size = 0
 
     static func compile(_ rules: [GBNFRule], root: String) throws -> CompiledGrammar {
         var lowering = GrammarLowering()
@@ -53,9 +57,15 @@ struct GrammarLowering {
     }
 
     private mutating func addGeneratedRule(owner: String, origin: Origin, body: [[Symbol]]) -> Int {
-        let index = addRule(named: "\(owner)-\(names.count)", origin: origin)
+        let index = addRule(named: owner, origin: origin)
         bodies[index] = body
         return index
+    }
+
+    /// The name of rule `index` in messages: a generated rule is `owner-index`.
+    private func displayName(_ index: Int) -> String {
+        if case .defined = origins[index] { return names[index] }
+        return "\(names[index])-\(index)"
     }
 
     // MARK: - Expressions
@@ -74,16 +84,20 @@ struct GrammarLowering {
             for item in items { symbols += try lowerSequence(item, owner: owner) }
             return symbols
         case .literal(let codes):
+            try charge(codes.count)
             return codes.map { .set(CodePointSet(single: $0)) }
         case .characterClass(let set):
+            try charge(1)
             return [.set(set)]
         case .ruleReference(let name, let place):
             guard let index = indexByName[name] else {
                 throw GrammarError(.undefinedRule, "undefined rule '\(name)' (referenced in rule '\(owner)')",
                                    line: place.line, column: place.column)
             }
+            try charge(1)
             return [.rule(index)]
         case .alternatives(let alternatives):
+            try charge(1)
             let body = try alternatives.map { try lowerSequence($0, owner: owner) }
             return [.rule(addGeneratedRule(owner: owner, origin: .group(owner: owner), body: body))]
         case .repetition(let inner, let min, let max, let place):
@@ -92,6 +106,8 @@ struct GrammarLowering {
             if unit.count > 1 && copies > 1 {
                 unit = [.rule(addGeneratedRule(owner: owner, origin: .group(owner: owner), body: [unit]))]
             }
+            // m copies, then one more (with a reference) for each optional or the star.
+            try charge(min * unit.count + (copies - min) * (unit.count + 2), place)
             var symbols: [Symbol] = []
             for _ in 0..<min { symbols += unit }
             if let max {
@@ -104,11 +120,21 @@ struct GrammarLowering {
                 }
                 if let optional { symbols.append(.rule(optional)) }
             } else {
-                let star = addRule(named: "\(owner)-\(names.count)", origin: .repetition(place, unbounded: true))
+                let star = addRule(named: owner, origin: .repetition(place, unbounded: true))
                 bodies[star] = [unit + [.rule(star)], []]
                 symbols.append(.rule(star))
             }
             return symbols
+        }
+    }
+
+    /// Counts `count` more symbols, throwing once the grammar passes `maxCompiledSize`
+    /// (`"ab"{10000}` written a few thousand times would take gigabytes).
+    private mutating func charge(_ count: Int, _ place: SourcePlace? = nil) throws {
+        size += count
+        guard size <= maxCompiledSize else {
+            throw GrammarError(.syntax, "the grammar is too large: its repetitions and literals expand to more than "
+                               + "\(maxCompiledSize) terminals and references", line: place?.line, column: place?.column)
         }
     }
 
@@ -180,10 +206,10 @@ struct GrammarLowering {
         let shown = defined.isEmpty ? cycle : defined
         var place: SourcePlace? = nil
         if case .defined(let first) = origins[shown[0]] { place = first }
-        let route = shown.map { names[$0] }.joined(separator: " -> ")
+        let route = shown.map(displayName).joined(separator: " -> ")
         return GrammarError(.leftRecursion,
-            "left recursion: rule '\(names[shown[0]])' can reach itself without consuming a character "
-                + "(\(route) -> \(names[shown[0]])); rewrite it with repetition, e.g. list ::= item (\",\" item)*",
+            "left recursion: rule '\(displayName(shown[0]))' can reach itself without consuming a character "
+                + "(\(route) -> \(displayName(shown[0]))); rewrite it with repetition, e.g. list ::= item (\",\" item)*",
             line: place?.line, column: place?.column)
     }
 

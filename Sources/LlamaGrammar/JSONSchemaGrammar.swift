@@ -71,6 +71,9 @@ struct SchemaConverter {
     let document: JSONSchemaValue
     private var rules: [(String, String)] = []
     private var taken = Set(JSONGrammarRules.definitions.map(\.0) + ["root", "additional-key-char"])
+    /// The next suffix to try for each base name given to `reserve`, so that reserving the
+    /// same base n times takes n steps, not n^2 / 2 (a trie node of a long property name is one).
+    private var nextSuffix: [String: Int] = [:]
     private var shared: Set<String> = []
     private var referenceRules: [String: String] = [:]
 
@@ -299,15 +302,16 @@ struct SchemaConverter {
 
     /// A fresh rule name made of `hint`'s letters and digits.
     mutating func reserve(_ hint: String) -> String {
-        var base = String(hint.map { $0.isASCII && ($0.isLetter || $0.isNumber) ? $0 : "-" }.prefix(48))
+        var base = String(hint.prefix(48).map { $0.isASCII && ($0.isLetter || $0.isNumber) ? $0 : "-" })
         while base.contains("--") { base = base.replacingAll("--", "-") }
         if base.isEmpty || base == "-" { base = "rule" }
         var name = base
-        var suffix = 2
+        var suffix = nextSuffix[base] ?? 2
         while taken.contains(name) {
             name = "\(base)-\(suffix)"
             suffix += 1
         }
+        nextSuffix[base] = suffix
         taken.insert(name)
         return name
     }

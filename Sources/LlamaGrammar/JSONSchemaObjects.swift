@@ -19,6 +19,7 @@ extension SchemaConverter {
         default: throw invalid("'properties' must be an object of schemas", "properties", path)
         }
         var required: [String] = []
+        var isRequired = Set<String>()  // the names in `required`, looked up once per name
         switch schema["required"] {
         case nil: break
         case .array(let names)?:
@@ -26,7 +27,7 @@ extension SchemaConverter {
                 guard case .string(let text) = name else {
                     throw invalid("'required' must be an array of strings", "required", path)
                 }
-                if !required.contains(text) { required.append(text) }
+                if isRequired.insert(text).inserted { required.append(text) }
             }
         default: throw invalid("'required' must be an array of strings", "required", path)
         }
@@ -45,7 +46,7 @@ extension SchemaConverter {
         for (name, propertySchema) in properties {
             let member = try memberRule(name, propertySchema, path: "\(path)/properties/\(pointerEscaped(name))",
                                         hint: "\(hint)-\(name)")
-            if required.contains(name) { requiredMembers.append(member) } else { optionalMembers.append(member) }
+            if isRequired.contains(name) { requiredMembers.append(member) } else { optionalMembers.append(member) }
         }
         for name in required where !named.contains(name) {
             let valueSchema: JSONSchemaValue

@@ -99,4 +99,21 @@ struct ManifestTests {
         let crowded = try ClusterManifest.parse(yaml: "model: m\nworkers: [{ name: a }, { name: b }, { name: c }]")
         #expect(throws: ManifestError.self) { try crowded.assignLayers(layerCount: 2) }
     }
+
+    @Test("a layer number of Int.max is an error, not an overflow", arguments: [
+        "9223372036854775807", "0-9223372036854775807", "9223372036854775807-9223372036854775807",
+    ])
+    func layerRangeAtIntMax(_ range: String) {
+        let yaml = "model: m\nworkers:\n  - { name: w1, layers: \"\(range)\" }\n"
+        do {
+            _ = try ClusterManifest.parse(yaml: yaml)
+            Issue.record("expected an error for layers \(range)")
+        } catch let e as ManifestError {
+            #expect(e.field == "workers[0].layers", "\(e)")
+        } catch {
+            Issue.record("unexpected error \(error)")
+        }
+        let last = try? ClusterManifest.parse(yaml: "model: m\nworkers: [{ name: w1, layers: \"9223372036854775806\" }]")
+        #expect(last?.workers[0].layers == 9223372036854775806..<Int.max)
+    }
 }
