@@ -49,6 +49,23 @@ public struct CurveKeyPair: Sendable, Equatable {
         self.init(publicKey: String(cString: pub), secretKey: secretKey)
     }
 
+    /// A routing-id tag only the holder of this secret key can compute: the first 12 bytes,
+    /// in hex, of the public key of a second secret derived from this one (each byte XOR
+    /// 0x36; X25519 takes any 32 bytes). A worker's control routing id is `name@tag`, so a
+    /// peer with another listed key cannot take over its connection on the coordinator's
+    /// ROUTER (which hands a routing id over to the newest connection that uses it), while
+    /// the worker itself, restarting with its key, takes its old connection over at once.
+    public var routingTag: String {
+        var secret = [UInt8](repeating: 0, count: 32)
+        guard zmq_z85_decode(&secret, secretKey) != nil else { return "" }
+        for i in secret.indices { secret[i] ^= 0x36 }
+        var z85 = [CChar](repeating: 0, count: 41), pub = [CChar](repeating: 0, count: 41)
+        guard zmq_z85_encode(&z85, secret, 32) != nil, zmq_curve_public(&pub, z85) == 0 else { return "" }
+        var bytes = [UInt8](repeating: 0, count: 32)
+        guard zmq_z85_decode(&bytes, pub) != nil else { return "" }
+        return bytes.prefix(12).map { String(format: "%02x", $0) }.joined()
+    }
+
     private static let z85Alphabet = Set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#".utf8)
 
     /// Whether `key` is 40 characters of the Z85 alphabet that decode to 32 bytes.

@@ -175,7 +175,8 @@ public final class ZMQWorkerTransport: WorkerTransport {
     public let zap: ZAPHandler?
     private let context: ZMQContext
     private let coordinator: String
-    private let name: String
+    /// The control routing id: the name, with security `name@tag` (``CurveKeyPair/routingTag``).
+    private let identity: String
     private let security: TransportSecurity?
     private var control: ZMQSocket
     private let input: ZMQSocket
@@ -188,8 +189,10 @@ public final class ZMQWorkerTransport: WorkerTransport {
     ///   - listen: where the data input binds ("tcp://0.0.0.0:0": any free port).
     ///   - advertiseHost: the host other stages use to reach the input (nil: the local address
     ///     that routes to the coordinator).
+    ///   - onRefusal: called (on the ZAP thread) for every refused handshake on the data input.
     public init(coordinator: String, name: String, listen: String, advertiseHost: String?,
-                security: TransportSecurity?, maxDataBytes: Int64) throws {
+                security: TransportSecurity?, maxDataBytes: Int64,
+                onRefusal: @escaping @Sendable (ZAPHandler.Refusal) -> Void = { _ in }) throws {
         guard let (coordHost, coordPort) = parseTCPEndpoint(coordinator) else {
             throw ZMQError(function: "connect", errno: EINVAL, detail: "\(coordinator) is not tcp://HOST:PORT")
         }
@@ -198,16 +201,16 @@ public final class ZMQWorkerTransport: WorkerTransport {
         }
         context = try ZMQContext()
         self.coordinator = coordinator
-        self.name = name
+        identity = security.map { "\(name)@\($0.keys.routingTag)" } ?? name
         self.security = security
         if let security {
-            let zap = try ZAPHandler(context: context)
+            let zap = try ZAPHandler(context: context, onRefusal: onRefusal)
             zap.allow([security.coordinatorKey!], domain: "data")
             self.zap = zap
         } else {
             zap = nil
         }
-        control = try Self.makeControl(context, coordinator: coordinator, identity: name, security: security)
+        control = try Self.makeControl(context, coordinator: coordinator, identity: identity, security: security)
         input = try context.socket(.pull)
         try input.set(.maxMessageSize(maxDataBytes))
         if let security { try input.serveCurve(security.keys, domain: "data") }
@@ -232,6 +235,9 @@ public final class ZMQWorkerTransport: WorkerTransport {
         let s = try context.socket(.dealer)
         try s.set(.routingID(Array(identity.utf8)))
         try s.set(.maxMessageSize(maximumCoordinatorControlBytes))
+        // After a refused handshake libzmq drops the connection and does not retry; a send
+        // would then wait for good. It gives up after 2 s instead (the worker reconnects).
+        try s.set(.sendTimeout(milliseconds: 2000))
         if let security { try s.connectCurve(security.keys, serverKey: security.coordinatorKey!) }
         try s.connect(coordinator)
         return s
@@ -274,21 +280,33 @@ public final class ZMQWorkerTransport: WorkerTransport {
     }
 
     public func sendData(_ payload: [UInt8]) throws {
-        guard let output else { throw ZMQError(function: "zmq_send", errno: ENOTCONN, detail: "no next stage") }
-        try output.send([payload])
+        guard let output, let endpoint = outputEndpoint else {
+            throw ZMQError(function: "zmq_send", errno: ENOTCONN, detail: "no next stage")
+        }
+        do {
+            try output.send([payload])
+        } catch let error as ZMQError where error.errno == EAGAIN && endpoint.serverKey != nil {
+            // libzmq does not reconnect after a refused CURVE handshake: when the next stage had
+            // not yet been told to expect this worker's key, the connection is gone for good.
+            // Connect again (its ZAP handler knows the key by now) and try once more.
+            self.output = nil
+            outputEndpoint = nil
+            try connectOutput(endpoint)
+            try self.output!.send([payload])
+        }
     }
 
     public func allowDataPeers(_ keys: Set<String>) { zap?.allow(keys, domain: "data") }
 
     public func reconnectControl() throws {
-        control = try Self.makeControl(context, coordinator: coordinator, identity: name, security: security)
+        control = try Self.makeControl(context, coordinator: coordinator, identity: identity, security: security)
         poller = ZMQPoller()
         poller.register(control)
         poller.register(input)
     }
 
     public func makeHeartbeatChannel() throws -> HeartbeatChannel {
-        try ZMQHeartbeatChannel(context: context, coordinator: coordinator, identity: name + "#hb", security: security)
+        try ZMQHeartbeatChannel(context: context, coordinator: coordinator, identity: identity + "#hb", security: security)
     }
 }
 

@@ -92,7 +92,7 @@ final class CoordinatorLoop {
         }
         if case let .serveWeights(w, req) = registry.handle(identity: identity, authenticatedKey: m.authenticatedKey,
                                                             peerAddress: m.peerAddress, message: message, now: now) {
-            send(weights.reply(to: req, workerName: w.name, layers: registry.layers(of: w)), to: w.name)
+            send(weights.reply(to: req, workerName: w.name, layers: registry.layers(of: w)), to: w.routingID)
         }
     }
 

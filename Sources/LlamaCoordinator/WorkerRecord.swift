@@ -42,9 +42,13 @@ final class WorkerRecord {
     var calibrationFailed = false
     var speed: StageSpeed?
     var peerAddress: String?
+    /// The routing id of its control connection (the name, or `name@tag` with security),
+    /// from its last message that passed the key check.
+    var routingID: String
 
     init(name: String, home: Int?, key: String?) {
         self.name = name
+        routingID = name
         self.home = home
         self.key = key
     }

@@ -82,7 +82,10 @@ final class WorkerRegistry {
     func handle(identity: String, authenticatedKey: String?, peerAddress: String?, message: WireMessage,
                 now: Double) -> Outcome {
         let isHeartbeatSocket = identity.hasSuffix("#hb")
-        let name = isHeartbeatSocket ? String(identity.dropLast(3)) : identity
+        let controlIdentity = isHeartbeatSocket ? String(identity.dropLast(3)) : identity
+        // With security a worker's routing id is `name@tag` (a tag only its secret key gives).
+        let name = manifest.securityKey == nil ? controlIdentity
+            : String(controlIdentity.prefix { $0 != "@" })
         guard let w = record(name) else {
             refuse("a peer at \(peerAddress ?? "?") claims the name \(name.debugDescription), which the manifest does not list")
             if manifest.securityKey == nil, !isHeartbeatSocket {
@@ -97,13 +100,14 @@ final class WorkerRegistry {
             return .done
         }
         w.peerAddress = peerAddress ?? w.peerAddress
+        w.routingID = controlIdentity
         switch message {
         case .join(let j):
             handleJoin(w, j, now: now)
         case .heartbeat(let hb):
             guard w.isLive else {
                 // It thinks it has joined but we do not know it (we restarted, or it was missing).
-                outbox.append((name, .error(ErrorReport(code: .notJoined, message: "join again"))))
+                outbox.append((controlIdentity, .error(ErrorReport(code: .notJoined, message: "join again"))))
                 return .done
             }
             w.lastSeen = now
@@ -160,17 +164,17 @@ final class WorkerRegistry {
 
     private func handleJoin(_ w: WorkerRecord, _ j: Join, now: Double) {
         guard j.protocolVersion == WireProtocol.version else {
-            outbox.append((w.name, .error(ErrorReport(code: .protocolVersion,
+            outbox.append((w.routingID, .error(ErrorReport(code: .protocolVersion,
                 message: "worker speaks protocol \(j.protocolVersion), the coordinator \(WireProtocol.version)"))))
             return
         }
         if j.hasModelFile, j.modelFingerprint != model.fingerprint {
-            outbox.append((w.name, .error(ErrorReport(code: .modelMismatch,
+            outbox.append((w.routingID, .error(ErrorReport(code: .modelMismatch,
                 message: "the worker's model file (fingerprint \(j.modelFingerprint)) is not the coordinator's \(manifest.model) (\(model.fingerprint))"))))
             return
         }
         guard parseTCPEndpoint(j.dataEndpoint) != nil || j.dataEndpoint.hasPrefix("mem://") else {
-            outbox.append((w.name, .error(ErrorReport(code: .invalidAssignment, message: "data endpoint \(j.dataEndpoint.debugDescription) is not tcp://HOST:PORT"))))
+            outbox.append((w.routingID, .error(ErrorReport(code: .invalidAssignment, message: "data endpoint \(j.dataEndpoint.debugDescription) is not tcp://HOST:PORT"))))
             return
         }
         let rejoin = w.join != nil
@@ -260,7 +264,7 @@ final class WorkerRegistry {
     private func leave(_ w: WorkerRecord, now: Double) {
         guard let p = w.position else {
             w.phase = .gone
-            outbox.append((w.name, .shutdown(Shutdown(reason: "released"))))
+            outbox.append((w.routingID, .shutdown(Shutdown(reason: "released"))))
             return
         }
         w.phase = .leaving
@@ -280,7 +284,7 @@ final class WorkerRegistry {
         logger.info("\(w.name) leaves: standby \(s.name) loads layers \(ranges![p].lowerBound)-\(ranges![p].upperBound - 1) first")
         var future = holders
         future[p] = s.name
-        outbox.append((s.name, .shardAssignment(assignment(for: p, holders: future, epoch: next))))
+        outbox.append((s.routingID, .shardAssignment(assignment(for: p, holders: future, epoch: next))))
     }
 
     /// Drops a prepared handover (its standby or leaver vanished, or the epoch moved on).
@@ -303,7 +307,7 @@ final class WorkerRegistry {
         for p in holders.indices where p != h.position {
             guard let x = holder(p), x.isLive else { continue }
             if x.phase == .ready { x.phase = .loading }
-            outbox.append((x.name, .shardAssignment(assignment(for: p, holders: holders, epoch: epoch))))
+            outbox.append((x.routingID, .shardAssignment(assignment(for: p, holders: holders, epoch: epoch))))
         }
     }
 
@@ -311,7 +315,7 @@ final class WorkerRegistry {
         if let p = w.position, holders[p] == w.name { holders[p] = nil }
         w.position = nil
         w.phase = .gone
-        outbox.append((w.name, .shutdown(Shutdown(reason: "your layers have moved; you may go"))))
+        outbox.append((w.routingID, .shutdown(Shutdown(reason: "your layers have moved; you may go"))))
     }
 
     // MARK: - Placement and epochs
@@ -336,7 +340,7 @@ final class WorkerRegistry {
                 if !h.calibrationAsked {
                     h.calibrationAsked = true
                     h.calibrationAskedAt = now
-                    outbox.append((h.name, .calibrationRequest(CalibrationRequest(hyperparameters: model.hyperparameters, ggmlType: model.layerType))))
+                    outbox.append((h.routingID, .calibrationRequest(CalibrationRequest(hyperparameters: model.hyperparameters, ggmlType: model.layerType))))
                 }
                 // A worker gets a minute to time its layer; then memory decides.
                 if now - h.calibrationAskedAt < 60 { waiting = true }
@@ -365,7 +369,7 @@ final class WorkerRegistry {
         for p in holders.indices {
             guard let w = holder(p), w.isLive else { continue }
             if w.phase == .ready { w.phase = .loading }
-            outbox.append((w.name, .shardAssignment(assignment(for: p, holders: holders, epoch: epoch))))
+            outbox.append((w.routingID, .shardAssignment(assignment(for: p, holders: holders, epoch: epoch))))
         }
     }
 

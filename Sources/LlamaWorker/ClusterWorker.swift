@@ -39,7 +39,9 @@ public final class ClusterWorker: Sendable {
                                   shared: WorkerShared) throws -> sending WorkerState {
         let t = try transport ?? ZMQWorkerTransport(coordinator: options.coordinator, name: options.name, listen: options.listen,
                                                    advertiseHost: options.advertiseHost, security: options.security,
-                                                   maxDataBytes: options.maxFrameBytes)
+                                                   maxDataBytes: options.maxFrameBytes) { [logger] refusal in
+            logger.warning("refused a CURVE handshake on the data input from \(refusal.address): key \(refusal.key.isEmpty ? "none" : refusal.key) is not the coordinator's or a stage's of this epoch")
+        }
         return try WorkerState(options: options, logger: logger, transport: t, shared: shared)
     }
 

@@ -57,6 +57,10 @@ final class WorkerState {
                 try sendJoin()
             }
             if shared.leaveRequested.load(ordering: .relaxed), leavingSince == nil {
+                if assignment == nil {
+                    logger.info("leaving: no layers to hand over")
+                    return
+                }
                 leavingSince = Date()
                 logger.info("leaving: asking the coordinator to move layers \(slice.map { "\($0.layers)" } ?? "-") elsewhere")
                 try send(.shutdown(Shutdown(reason: "leaving")))
@@ -77,7 +81,17 @@ final class WorkerState {
         }
     }
 
-    func send(_ message: WireMessage) throws { try transport.sendControl(message.encode()) }
+    /// Sends on the control channel. A coordinator that cannot be reached (the send gave up)
+    /// is not an error of this worker: it logs, reconnects, and the next join or heartbeat
+    /// tries again.
+    func send(_ message: WireMessage) throws {
+        do {
+            try transport.sendControl(message.encode())
+        } catch let error as ZMQError where error.errno == EAGAIN {
+            logger.warning("the coordinator is not reachable (\(message.kind) not sent): reconnecting")
+            shared.reconnectRequested.store(true, ordering: .relaxed)
+        }
+    }
 
     func sendJoin() throws {
         lastJoin = Date()
@@ -140,6 +154,9 @@ final class WorkerState {
     }
 
     func apply(_ a: ShardAssignment) throws {
+        // The previous stage connects as soon as it has its own assignment: let it in before
+        // this worker spends time loading (or fetching) weights.
+        transport.allowDataPeers(Set(a.inputPeerKeys))
         let layers = LayerRange(Int(a.layerBegin), Int(a.layerEnd))
         let needsLoad = slice == nil || slice!.layers != layers || assignment?.modelFingerprint != a.modelFingerprint
             || slice!.cache.maxSequences != Int(a.maxSequences) || slice!.cache.contextLength != Int(a.contextLength)
@@ -167,7 +184,6 @@ final class WorkerState {
         if a.heartbeatTimeout > 0 {
             shared.heartbeatTimeoutMillis.store(Int(a.heartbeatTimeout * 1000), ordering: .relaxed)
         }
-        transport.allowDataPeers(Set(a.inputPeerKeys))
         // A wildcard host means "the coordinator's host".
         var next = a.output.address
         if let (host, port) = parseTCPEndpoint(next), host == "*" || host == "0.0.0.0",

@@ -61,8 +61,10 @@ struct Join: AsyncParsableCommand {
         case (nil, nil):
             break
         case let (key?, coordinatorKey?):
-            options.security = TransportSecurity(keys: try CurveKeyPair.load(secretKeyFile: key),
-                                                 coordinatorKey: try CurveKeyPair.publicKey(fileOrZ85: coordinatorKey))
+            let keys: CurveKeyPair, server: String
+            do { keys = try CurveKeyPair.load(secretKeyFile: key) } catch { throw ValidationError("--key: \(error)") }
+            do { server = try CurveKeyPair.publicKey(fileOrZ85: coordinatorKey) } catch { throw ValidationError("--coordinator-key: \(error)") }
+            options.security = TransportSecurity(keys: keys, coordinatorKey: server)
         default:
             throw ValidationError("--key and --coordinator-key go together")
         }
