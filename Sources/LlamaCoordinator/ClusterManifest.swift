@@ -196,10 +196,18 @@ public struct ClusterManifest: Sendable, Equatable {
             w.threads = try wf.optionalInt("threads", range: 1...1024)
             w.standby = try wf.optionalBool("standby") ?? false
             if let key = try wf.optionalString("key") {
-                guard CurveKeyPair.isValidKey(key) else {
-                    throw ManifestError(field: path + ".key", reason: "\(key.debugDescription) is not a Z85 public key (40 characters; see the worker's .pub file)")
+                // The Z85 text, or the worker's .pub file (relative to the manifest).
+                if CurveKeyPair.isValidKey(key) {
+                    w.key = key
+                } else if key.hasSuffix(".pub") {
+                    do {
+                        w.key = try CurveKeyPair.publicKey(fileOrZ85: resolve(key))
+                    } catch {
+                        throw ManifestError(field: path + ".key", reason: "\(error)")
+                    }
+                } else {
+                    throw ManifestError(field: path + ".key", reason: "\(key.debugDescription) is neither a Z85 public key (40 characters) nor a .pub file")
                 }
-                w.key = key
             }
             if w.standby && w.layers != nil {
                 throw ManifestError(field: path + ".layers", reason: "a standby has no layers of its own: it takes over a missing worker's")

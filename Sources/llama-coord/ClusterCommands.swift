@@ -194,11 +194,29 @@ struct Keygen: ParsableCommand {
 /// How `prompt` and `status` reach an endpoint that needs an API key or serves HTTPS.
 struct ClientOptions: ParsableArguments {
     @Option(help: "API key for the endpoint, sent as Authorization: Bearer KEY.") var apiKey: String?
+    @Option(help: "A file whose first line is the API key (keeps it out of the process list).") var apiKeyFile: String?
     @Option(name: .customLong("ca-cert"), help: "A CA certificate (PEM) to trust for an https:// endpoint, e.g. a self-signed one.")
     var caCert: String?
 
-    func endpoint(_ url: String) -> LlamaEndpoint {
-        LlamaEndpoint(url, apiKey: apiKey, caCertificateFile: caCert)
+    func validate() throws {
+        if apiKey != nil && apiKeyFile != nil { throw ValidationError("give --api-key or --api-key-file, not both") }
+    }
+
+    /// The key of `--api-key`, or the first non-blank line of `--api-key-file`.
+    func key() throws -> String? {
+        guard let apiKeyFile else { return apiKey }
+        let text: String
+        do { text = try String(contentsOfFile: apiKeyFile, encoding: .utf8) } catch {
+            throw ValidationError("--api-key-file \(apiKeyFile): \(error.localizedDescription)")
+        }
+        guard let line = text.split(whereSeparator: \.isNewline).map({ $0.trimmingCharacters(in: .whitespaces) }).first(where: { !$0.isEmpty }) else {
+            throw ValidationError("--api-key-file \(apiKeyFile) holds no key")
+        }
+        return line
+    }
+
+    func endpoint(_ url: String) throws -> LlamaEndpoint {
+        LlamaEndpoint(url, apiKey: try key(), caCertificateFile: caCert)
     }
 }
 

@@ -1,4 +1,6 @@
 import TestSupport
+import ClusterTransport
+import Foundation
 import LlamaCoordinator
 import Testing
 
@@ -115,5 +117,81 @@ struct ManifestTests {
         }
         let last = try? ClusterManifest.parse(yaml: "model: m\nworkers: [{ name: w1, layers: \"9223372036854775806\" }]")
         #expect(last?.workers[0].layers == 9223372036854775806..<Int.max)
+    }
+
+    @Test("security: the coordinator's key file, API keys, and worker keys as Z85 or .pub files beside the manifest",
+          .enabled(if: CurveKeyPair.isAvailable, "libzmq without CURVE"))
+    func security() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("manifest-keys-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("keys"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let w1 = try CurveKeyPair.generate(), w2 = try CurveKeyPair.generate()
+        try w2.write(to: dir.path + "/keys/w2")
+        let m = try ClusterManifest.parse(yaml: """
+            model: m.gguf
+            coordinator: { control: "tcp://0.0.0.0:5555", http: "0.0.0.0:8080" }
+            security: { key: keys/coord.key, api_keys: keys/api-keys.txt }
+            workers:
+              - { name: w1, key: "\(w1.publicKey)" }
+              - { name: w2, key: keys/w2.pub }
+            """, baseDirectory: dir.path)
+        #expect(m.securityKey == dir.path + "/keys/coord.key")
+        #expect(m.apiKeysFile == dir.path + "/keys/api-keys.txt")
+        #expect(m.workers.map(\.key) == [w1.publicKey, w2.publicKey])
+        #expect(m.insecure == false)
+
+        let cases: [(String, String)] = [
+            ("security: { key: c.key }\nworkers: [{ name: a }]", "workers[0].key"),
+            ("workers: [{ name: a, key: \"\(w1.publicKey)\" }]", "workers[0].key"),
+            ("security: { key: c.key }\nworkers: [{ name: a, key: \"not-a-key\" }]", "workers[0].key"),
+            ("security: { key: c.key }\nworkers: [{ name: a, key: keys/missing.pub }]", "workers[0].key"),
+            ("security: { api_keys: k.txt }\nworkers: [{ name: a }]", "security.key"),
+            ("security: { key: c.key, extra: 1 }\nworkers: [{ name: a, key: keys/w2.pub }]", "security.extra"),
+        ]
+        for (body, field) in cases {
+            do {
+                _ = try ClusterManifest.parse(yaml: "model: m\n" + body, baseDirectory: dir.path)
+                Issue.record("expected an error for \(body.debugDescription)")
+            } catch let e as ManifestError {
+                #expect(e.field == field, "\(body): \(e)")
+            }
+        }
+    }
+
+    @Test("secure by default: without keys only loopback addresses, unless insecure: true")
+    func loopbackUnlessKeys() throws {
+        for (coordinator, field) in [("{ control: \"tcp://0.0.0.0:5555\" }", "coordinator.control"),
+                                     ("{ http: \"0.0.0.0:8080\" }", "coordinator.http"),
+                                     ("{ control: \"tcp://10.0.0.1:5555\" }", "coordinator.control")] {
+            let yaml = "model: m\ncoordinator: \(coordinator)\nworkers: [{ name: a }]"
+            #expect(throws: ManifestError.self, "\(yaml)") { try ClusterManifest.parse(yaml: yaml) }
+            do { _ = try ClusterManifest.parse(yaml: yaml) } catch let e as ManifestError { #expect(e.field == field) }
+        }
+        let loopback = try ClusterManifest.parse(yaml: "model: m\nworkers: [{ name: a }]")
+        #expect(!loopback.runsInsecurely)
+        let insecure = try ClusterManifest.parse(yaml: Self.example)
+        #expect(insecure.runsInsecurely)
+    }
+
+    @Test("the example manifests in deploy/ parse, with keys made beside them",
+          .enabled(if: CurveKeyPair.isAvailable, "libzmq without CURVE"),
+          arguments: [("local-cluster.yaml", ["w1", "w2"]), ("llama2-70b-4hosts.yaml", ["node1", "node2", "node3", "node4", "spare1"])])
+    func deployManifests(_ file: String, _ names: [String]) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("deploy-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("keys"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var keys: [String] = []
+        for name in names {
+            let pair = try CurveKeyPair.generate()
+            try pair.write(to: dir.path + "/keys/" + name)
+            keys.append(pair.publicKey)
+        }
+        let yaml = try String(contentsOf: Repo.root.appendingPathComponent("deploy/" + file), encoding: .utf8)
+        let m = try ClusterManifest.parse(yaml: yaml, baseDirectory: dir.path)
+        #expect(m.workers.map(\.name) == names)
+        #expect(m.workers.map(\.key) == keys)
+        #expect(m.securityKey == dir.path + "/keys/coord.key")
+        #expect(m.apiKeysFile == dir.path + "/keys/api-keys.txt")
+        #expect(!m.runsInsecurely)
     }
 }
