@@ -1,4 +1,5 @@
 import Foundation
+import LlamaGrammar
 
 // MARK: - Value
 
@@ -108,7 +109,10 @@ extension JSONValue {
             let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String
             throw JSONParseError(reason: detail ?? "not valid JSON")
         }
-        return try JSONValue(foundation: object)
+        // JSONSerialization has checked the text; the order of object members (which decides
+        // the order of a schema's generated members) comes from a second, order-keeping parse.
+        let order = try? JSONSchemaValue(json: String(decoding: bytes, as: UTF8.self))
+        return try JSONValue(foundation: object, order: order)
     }
 
     /// Parses one JSON document from text.
@@ -116,8 +120,9 @@ extension JSONValue {
         try parse(Array(text.utf8))
     }
 
-    /// The value of a JSONSerialization result.
-    init(foundation object: Any) throws {
+    /// The value of a JSONSerialization result; objects take their members in the order of
+    /// `order` (the same document parsed keeping key order), else sorted by key.
+    init(foundation object: Any, order: JSONSchemaValue? = nil) throws {
         switch object {
         case is NSNull:
             self = .null
@@ -136,9 +141,22 @@ extension JSONValue {
                 self = .integer(n.int64Value)
             }
         case let a as [Any]:
-            self = .array(try a.map { try JSONValue(foundation: $0) })
+            var orderedItems: [JSONSchemaValue] = []
+            if case let .array(items)? = order, items.count == a.count { orderedItems = items }
+            self = .array(try a.enumerated().map { i, v in
+                try JSONValue(foundation: v, order: orderedItems.isEmpty ? nil : orderedItems[i])
+            })
         case let d as [String: Any]:
-            self = .object(try d.sorted { $0.key < $1.key }.map { ($0.key, try JSONValue(foundation: $0.value)) })
+            var rank: [String: Int] = [:], orderedValues: [String: JSONSchemaValue] = [:]
+            if case let .object(members)? = order {
+                for (i, m) in members.enumerated() {
+                    if rank[m.0] == nil { rank[m.0] = i }
+                    // A repeated key's value is the last one, as JSONSerialization keeps it.
+                    orderedValues[m.0] = m.1
+                }
+            }
+            let keys = d.keys.sorted { (rank[$0] ?? Int.max, $0) < (rank[$1] ?? Int.max, $1) }
+            self = .object(try keys.map { ($0, try JSONValue(foundation: d[$0]!, order: orderedValues[$0])) })
         default:
             throw JSONParseError(reason: "unexpected value \(type(of: object))")
         }
