@@ -127,7 +127,8 @@ let package = Package(
             "LlamaInference", "LlamaModel", "LlamaSampling", "LlamaTokenizer", "LlamaGrammar", "GGUF", "TestSupport",
         ]),
         .testTarget(name: "LlamaServerTests", dependencies: [
-            "LlamaServer", "LlamaInference", "LlamaSampling", "LlamaTokenizer", "TestSupport", metrics,
+            "LlamaServer", "LlamaInference", "LlamaSampling", "LlamaTokenizer", "LlamaModel", "LlamaCoordinator", "GGUF",
+            "LlamaClient", "TestSupport", metrics,
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
