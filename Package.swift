@@ -97,7 +97,7 @@ let package = Package(
         // MARK: - Executables
         .executableTarget(name: "llama-coord", dependencies: [
             "GGUF", "ClusterWire", "LlamaKernels", "LlamaModel", "LlamaInference", "LlamaCoordinator", "LlamaServer",
-            "LlamaClient", "LlamaSampling", "LlamaTokenizer", "ClusterTransport", log, metrics,
+            "LlamaClient", "LlamaSampling", "LlamaTokenizer", "LlamaGrammar", "ClusterTransport", log, metrics,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Prometheus", package: "swift-prometheus"),
