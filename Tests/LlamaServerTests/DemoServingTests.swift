@@ -133,11 +133,23 @@ struct DemoServingTests {
         }
     }
 
-    @Test("n: 3 through an in-memory cluster")
+    @Test("n: 3 through an in-memory cluster; its /slots name the layers each worker runs")
     func choicesCluster() async throws {
         try await withDemoCluster { _, client in
             try await Self.checkChoices(client, route: "/v1/completions",
                                         body: #""prompt": "The little bird", "max_tokens": 16, "temperature": 1.0"#, seed: 7)
+            guard case let .array(workers)? = try await client.get("/health").json["workers"] else {
+                Issue.record("no workers in /health")
+                return
+            }
+            let stages = workers.map { "\($0["name"]?.stringValue ?? "?") \($0["layers"]?.stringValue ?? "?")" }.joined(separator: ", ")
+            #expect(stages.hasPrefix("w1 0-") && stages.contains(", w2 "), "\(stages)")
+            let slots = try await client.get("/slots").json
+            for i in 0..<3 {
+                #expect(slots[i]?["id"] == JSONValue(i))
+                #expect(slots[i]?["stages"]?.stringValue == stages)
+                #expect(slots[i]?["n_ctx"] == 512)
+            }
         }
     }
 
