@@ -177,6 +177,43 @@ struct DemoLogprobTests {
         }
     }
 
+    @Test("presence and frequency penalties (OpenAI's formula over the last repeat_last_n tokens) steer greedy picks")
+    func penalties() async throws {
+        let scorer = try ReferenceScorer()
+        try await withDemoServer { backend, client in
+            let ids = backend.tokenize(Self.prompt, addBOS: true)
+            let (presence, frequency, window) = (0.6, 0.9, 16)
+            // The reference: logit - frequency * count - presence * (count > 0), counted over
+            // the last `window` tokens of prompt and output, then the highest (lowest id on ties).
+            var history = ids, picked: [Int32] = []
+            scorer.engine.reset()
+            var row = try scorer.engine.evaluate(ids, startPosition: 0, logits: .last)
+            for _ in 0..<16 {
+                var counts: [Int32: Int] = [:]
+                for t in history.suffix(window) { counts[t, default: 0] += 1 }
+                var adjusted = row
+                adjusted[Int(backend.info.eosID)] -= 100  // the request's logit_bias, applied first
+                for (t, c) in counts { adjusted[Int(t)] -= Float(frequency) * Float(c) + Float(presence) }
+                let next = ReferenceScorer.ranked(adjusted, top: 1)[0]
+                picked.append(next)
+                history.append(next)
+                row = try scorer.engine.evaluate([next], startPosition: history.count - 1, logits: .last)
+            }
+            let plain = try scorer.greedy(prompt: ids, count: 16, stopAt: -1).tokens
+            #expect(plain != picked, "the penalties change the greedy text")
+            let reply = try await client.post("/v1/completions", #"""
+                {"prompt": "\#(Self.prompt)", "max_tokens": 16, "temperature": 0, "presence_penalty": \#(presence),
+                 "frequency_penalty": \#(frequency), "repeat_last_n": \#(window),
+                 "logit_bias": {"\#(backend.info.eosID)": -100}, "logprobs": 0}
+                """#)
+            guard case let .array(tokens)? = reply.json["choices"]?[0]?["logprobs"]?["tokens"] else {
+                Issue.record("no tokens: \(reply.text)")
+                return
+            }
+            #expect(tokens.compactMap(\.stringValue) == picked.map { String(decoding: backend.piece($0), as: UTF8.self) })
+        }
+    }
+
     @Test("completions logprobs: true is read as logprobs 0 (the chosen tokens, no alternatives)")
     func logprobsTrue() async throws {
         let scorer = try ReferenceScorer()
