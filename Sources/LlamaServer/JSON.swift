@@ -178,13 +178,61 @@ extension JSONValue {
         }
     }
 
-    /// The compact JSON text of this value (keys sorted). Non-finite numbers are written as `null`.
+    /// The compact JSON text of this value, members in their order (a repeated key is written
+    /// once, with its first value). Non-finite numbers are written as `null`.
     public var serialized: String {
-        guard let data = try? JSONSerialization.data(withJSONObject: foundation,
-                                                     options: [.fragmentsAllowed, .sortedKeys, .withoutEscapingSlashes]) else {
-            return "null"
+        var out = ""
+        write(to: &out)
+        return out
+    }
+
+    private func write(to out: inout String) {
+        switch self {
+        case .null: out += "null"
+        case let .bool(b): out += b ? "true" : "false"
+        case let .integer(i): out += String(i)
+        case let .number(d): out += d.isFinite ? "\(d)" : "null"
+        case let .string(text): Self.write(string: text, to: &out)
+        case let .array(elements):
+            out += "["
+            for (i, e) in elements.enumerated() {
+                if i > 0 { out += "," }
+                e.write(to: &out)
+            }
+            out += "]"
+        case let .object(members):
+            out += "{"
+            var seen = Set<String>()
+            for (key, value) in members where seen.insert(key).inserted {
+                if seen.count > 1 { out += "," }
+                Self.write(string: key, to: &out)
+                out += ":"
+                value.write(to: &out)
+            }
+            out += "}"
         }
-        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// `text` as a JSON string: `"` and `\` escaped, control characters as `\n`, `\t`, ... or
+    /// `\u00XX`; everything else (`/` and non-ASCII included) as it is.
+    private static func write(string text: String, to out: inout String) {
+        out += "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "\u{08}": out += "\\b"
+            case "\u{0C}": out += "\\f"
+            case "\u{00}"..."\u{1F}":
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        out += "\""
     }
 }
 

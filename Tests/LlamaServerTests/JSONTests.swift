@@ -34,6 +34,14 @@ struct JSONTests {
         #expect(keys(value["alpha"]?["b"]?[0]) == ["y", "x"])
     }
 
+    @Test("serialization writes members in their order, once per key, and escapes what JSON requires")
+    func serializationOrder() {
+        let value: JSONValue = ["b": 1, "a": ["d": 2.5, "c": [true, nil]], "b": 3]
+        #expect(value.serialized == #"{"b":1,"a":{"d":2.5,"c":[true,null]}}"#)
+        #expect(JSONValue.string("q\"b\\s/c\u{01}\u{1F}n\nt\té").serialized == #""q\"b\\s/c\u0001\u001fn\nt\té""#)
+        #expect(JSONValue.number(.infinity).serialized == "null")
+    }
+
     @Test("serialization round-trips and agrees with Foundation's parser")
     func roundTrip() throws {
         let value: JSONValue = [
