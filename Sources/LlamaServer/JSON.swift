@@ -162,22 +162,6 @@ extension JSONValue {
         }
     }
 
-    /// The value as JSONSerialization writes it.
-    var foundation: Any {
-        switch self {
-        case .null: return NSNull()
-        case let .bool(b): return b
-        case let .integer(i): return NSNumber(value: i)
-        case let .number(d): return d.isFinite ? NSNumber(value: d) : NSNull()
-        case let .string(s): return s
-        case let .array(a): return a.map(\.foundation)
-        case let .object(members):
-            var d: [String: Any] = [:]
-            for (k, v) in members where d[k] == nil { d[k] = v.foundation }
-            return d
-        }
-    }
-
     /// The compact JSON text of this value, members in their order (a repeated key is written
     /// once, with its first value). Non-finite numbers are written as `null`.
     public var serialized: String {
