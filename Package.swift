@@ -97,7 +97,7 @@ let package = Package(
         // MARK: - Executables
         .executableTarget(name: "llama-coord", dependencies: [
             "GGUF", "ClusterWire", "LlamaKernels", "LlamaModel", "LlamaInference", "LlamaCoordinator", "LlamaServer",
-            "LlamaClient", "LlamaSampling", "LlamaTokenizer", "ClusterTransport", log, metrics,
+            "LlamaClient", "LlamaSampling", "LlamaTokenizer", "LlamaGrammar", "ClusterTransport", log, metrics,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -127,7 +127,8 @@ let package = Package(
             "LlamaInference", "LlamaModel", "LlamaSampling", "LlamaTokenizer", "LlamaGrammar", "GGUF", "TestSupport",
         ]),
         .testTarget(name: "LlamaServerTests", dependencies: [
-            "LlamaServer", "LlamaInference", "LlamaSampling", "LlamaTokenizer", "TestSupport", metrics,
+            "LlamaServer", "LlamaInference", "LlamaSampling", "LlamaTokenizer", "LlamaModel", "LlamaCoordinator", "GGUF",
+            "LlamaClient", "TestSupport", metrics,
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),

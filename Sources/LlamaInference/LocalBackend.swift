@@ -78,6 +78,8 @@ public final class LocalBackend: CompletionBackend, @unchecked Sendable {
         snapshot.health = HealthReport(ready: true)
         snapshot.admission = .open
         snapshot.stageSummary = "local 0-\(config.layerCount - 1)"
+        // Every slot, idle, from the start (the serving thread publishes after its first turn).
+        snapshot.slots = core.slotStatuses()
         frontend.publish(snapshot)
     }
 

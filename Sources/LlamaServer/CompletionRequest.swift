@@ -45,10 +45,11 @@ public struct CompletionRequest: Sendable {
             throw APIError.invalidRequest("'best_of' = \(n) is not supported (only best_of = n)", param: "best_of")
         }
         settings.job.echo = try fields.bool("echo") ?? false
-        if let n = try fields.integer("logprobs") {
+        // An integer (OpenAI), or true for the chosen tokens alone (false: none).
+        if case let .bool(wanted)? = fields.value("logprobs") {
+            settings.job.logprobs = wanted ? 0 : nil
+        } else if let n = try fields.integer("logprobs") {
             settings.job.logprobs = Int(clamping: n)
-        } else if let b = try? fields.bool("logprobs"), b == true {
-            settings.job.logprobs = 0
         }
     }
 

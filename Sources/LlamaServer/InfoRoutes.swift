@@ -110,13 +110,15 @@ struct RouteHandlers: Sendable {
 
     func props() -> Response {
         let info = backend.info
+        let defaults: [(String, JSONValue)] = [
+            ("temperature", 0.8), ("top_k", 40), ("top_p", 0.95), ("min_p", 0.05), ("repeat_penalty", 1.0),
+            ("repeat_last_n", 64), ("presence_penalty", 0.0), ("frequency_penalty", 0.0), ("seed", -1),
+            ("n_predict", JSONValue(options.completionDefaultMaxTokens)), ("cache_prompt", true),
+        ]
+        // llama-server nests the sampling defaults under `params` (older versions listed them
+        // beside `n_ctx`; both are given).
         return jsonResponse([
-            "default_generation_settings": [
-                "n_ctx": JSONValue(info.contextLength),
-                "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.0,
-                "repeat_last_n": 64, "presence_penalty": 0.0, "frequency_penalty": 0.0, "seed": -1,
-                "n_predict": JSONValue(options.completionDefaultMaxTokens), "cache_prompt": true,
-            ],
+            "default_generation_settings": .object([("n_ctx", JSONValue(info.contextLength)), ("params", .object(defaults))] + defaults),
             "total_slots": JSONValue(info.slotCount),
             "model_path": .string(info.path),
             "chat_template": .string(chatTemplate.rawValue + (chatTemplateRecognised ? "" : " (default: the GGUF has no template this server recognises)")),

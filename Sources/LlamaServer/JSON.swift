@@ -1,4 +1,5 @@
 import Foundation
+import LlamaGrammar
 
 // MARK: - Value
 
@@ -108,7 +109,10 @@ extension JSONValue {
             let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String
             throw JSONParseError(reason: detail ?? "not valid JSON")
         }
-        return try JSONValue(foundation: object)
+        // JSONSerialization has checked the text; the order of object members (which decides
+        // the order of a schema's generated members) comes from a second, order-keeping parse.
+        let order = try? JSONSchemaValue(json: String(decoding: bytes, as: UTF8.self))
+        return try JSONValue(foundation: object, order: order)
     }
 
     /// Parses one JSON document from text.
@@ -116,8 +120,9 @@ extension JSONValue {
         try parse(Array(text.utf8))
     }
 
-    /// The value of a JSONSerialization result.
-    init(foundation object: Any) throws {
+    /// The value of a JSONSerialization result; objects take their members in the order of
+    /// `order` (the same document parsed keeping key order), else sorted by key.
+    init(foundation object: Any, order: JSONSchemaValue? = nil) throws {
         switch object {
         case is NSNull:
             self = .null
@@ -136,37 +141,82 @@ extension JSONValue {
                 self = .integer(n.int64Value)
             }
         case let a as [Any]:
-            self = .array(try a.map { try JSONValue(foundation: $0) })
+            var orderedItems: [JSONSchemaValue] = []
+            if case let .array(items)? = order, items.count == a.count { orderedItems = items }
+            self = .array(try a.enumerated().map { i, v in
+                try JSONValue(foundation: v, order: orderedItems.isEmpty ? nil : orderedItems[i])
+            })
         case let d as [String: Any]:
-            self = .object(try d.sorted { $0.key < $1.key }.map { ($0.key, try JSONValue(foundation: $0.value)) })
+            var rank: [String: Int] = [:], orderedValues: [String: JSONSchemaValue] = [:]
+            if case let .object(members)? = order {
+                for (i, m) in members.enumerated() {
+                    if rank[m.0] == nil { rank[m.0] = i }
+                    // A repeated key's value is the last one, as JSONSerialization keeps it.
+                    orderedValues[m.0] = m.1
+                }
+            }
+            let keys = d.keys.sorted { (rank[$0] ?? Int.max, $0) < (rank[$1] ?? Int.max, $1) }
+            self = .object(try keys.map { ($0, try JSONValue(foundation: d[$0]!, order: orderedValues[$0])) })
         default:
             throw JSONParseError(reason: "unexpected value \(type(of: object))")
         }
     }
 
-    /// The value as JSONSerialization writes it.
-    var foundation: Any {
+    /// The compact JSON text of this value, members in their order (a repeated key is written
+    /// once, with its first value). Non-finite numbers are written as `null`.
+    public var serialized: String {
+        var out = ""
+        write(to: &out)
+        return out
+    }
+
+    private func write(to out: inout String) {
         switch self {
-        case .null: return NSNull()
-        case let .bool(b): return b
-        case let .integer(i): return NSNumber(value: i)
-        case let .number(d): return d.isFinite ? NSNumber(value: d) : NSNull()
-        case let .string(s): return s
-        case let .array(a): return a.map(\.foundation)
+        case .null: out += "null"
+        case let .bool(b): out += b ? "true" : "false"
+        case let .integer(i): out += String(i)
+        case let .number(d): out += d.isFinite ? "\(d)" : "null"
+        case let .string(text): Self.write(string: text, to: &out)
+        case let .array(elements):
+            out += "["
+            for (i, e) in elements.enumerated() {
+                if i > 0 { out += "," }
+                e.write(to: &out)
+            }
+            out += "]"
         case let .object(members):
-            var d: [String: Any] = [:]
-            for (k, v) in members where d[k] == nil { d[k] = v.foundation }
-            return d
+            out += "{"
+            var seen = Set<String>()
+            for (key, value) in members where seen.insert(key).inserted {
+                if seen.count > 1 { out += "," }
+                Self.write(string: key, to: &out)
+                out += ":"
+                value.write(to: &out)
+            }
+            out += "}"
         }
     }
 
-    /// The compact JSON text of this value (keys sorted). Non-finite numbers are written as `null`.
-    public var serialized: String {
-        guard let data = try? JSONSerialization.data(withJSONObject: foundation,
-                                                     options: [.fragmentsAllowed, .sortedKeys, .withoutEscapingSlashes]) else {
-            return "null"
+    /// `text` as a JSON string: `"` and `\` escaped, control characters as `\n`, `\t`, ... or
+    /// `\u00XX`; everything else (`/` and non-ASCII included) as it is.
+    private static func write(string text: String, to out: inout String) {
+        out += "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "\u{08}": out += "\\b"
+            case "\u{0C}": out += "\\f"
+            case "\u{00}"..."\u{1F}":
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
         }
-        return String(decoding: data, as: UTF8.self)
+        out += "\""
     }
 }
 

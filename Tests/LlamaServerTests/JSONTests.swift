@@ -19,6 +19,29 @@ struct JSONTests {
         #expect(value["a"]?[2]?.integerValue == 300)
     }
 
+    @Test("objects keep their members in the order of the text (a schema's properties decide the generated order)")
+    func memberOrder() throws {
+        func keys(_ v: JSONValue?) -> [String] {
+            if case let .object(members)? = v { return members.map(\.0) }
+            return []
+        }
+        let value = try JSONValue.parse(#"""
+            {"zeta": 1, "alpha": {"name": "x", "age": 2, "b": [{"y": 1, "x": 2}]}, "mid": null, "zeta": 3}
+            """#)
+        #expect(keys(value) == ["zeta", "alpha", "mid"])
+        #expect(value["zeta"] == 3, "a repeated key keeps its last value")
+        #expect(keys(value["alpha"]) == ["name", "age", "b"])
+        #expect(keys(value["alpha"]?["b"]?[0]) == ["y", "x"])
+    }
+
+    @Test("serialization writes members in their order, once per key, and escapes what JSON requires")
+    func serializationOrder() {
+        let value: JSONValue = ["b": 1, "a": ["d": 2.5, "c": [true, nil]], "b": 3]
+        #expect(value.serialized == #"{"b":1,"a":{"d":2.5,"c":[true,null]}}"#)
+        #expect(JSONValue.string("q\"b\\s/c\u{01}\u{1F}n\nt\té").serialized == #""q\"b\\s/c\u0001\u001fn\nt\té""#)
+        #expect(JSONValue.number(.infinity).serialized == "null")
+    }
+
     @Test("serialization round-trips and agrees with Foundation's parser")
     func roundTrip() throws {
         let value: JSONValue = [

@@ -34,10 +34,10 @@ final class ScriptedBackend: CompletionBackend, @unchecked Sendable {
     var contextLength: Int { info.contextLength }
     let stageSummary = "w1 0-15, w2 16-31"
 
-    init(script: [String] = ScriptedBackend.words, contextLength: Int = 256) {
+    init(script: [String] = ScriptedBackend.words, contextLength: Int = 256, chatTemplate: String? = nil) {
         _script = script
         info = ModelInfo(name: "scripted-llama", path: "/models/scripted.gguf", contextLength: contextLength, bosID: 1, eosID: 2,
-                         vocabularySize: 259, slotCount: 4, chatTemplate: nil)
+                         vocabularySize: 259, slotCount: 4, chatTemplate: chatTemplate)
     }
 
     /// Twenty pieces: " one two ... twenty" with a comma after "five" and a full stop after "ten".

@@ -70,6 +70,78 @@ struct ValidationTests {
         #expect(backend.jobs.isEmpty)
     }
 
+    /// Bad values of the fields log-probabilities, choices, bias, penalties and structured
+    /// output add, with a word the message must hold (the unsupported keyword, say).
+    static let badNewFields: [(String, String, String?)] = [
+        (#""logprobs": "3""#, "logprobs", nil),
+        (#""logprobs": 2.5"#, "logprobs", nil),
+        (#""logprobs": 1000000000000"#, "logprobs", nil),
+        (#""echo": 1"#, "echo", nil),
+        (#""n": 5"#, "n", "1...4"),
+        (#""n": -1"#, "n", nil),
+        (#""n": "3""#, "n", nil),
+        (#""logit_bias": 5"#, "logit_bias", nil),
+        (#""logit_bias": "5:1""#, "logit_bias", nil),
+        (#""logit_bias": {"-3": 1}"#, "logit_bias", nil),
+        (#""logit_bias": {"5": "high"}"#, "logit_bias", nil),
+        (#""logit_bias": {"5": true}"#, "logit_bias", nil),
+        (#""logit_bias": {"5": -101}"#, "logit_bias", nil),
+        (#""logit_bias": {"5": 1e300}"#, "logit_bias", nil),
+        (#""logit_bias": [5]"#, "logit_bias", nil),
+        (#""logit_bias": [[5, 1, 2]]"#, "logit_bias", nil),
+        (#""logit_bias": [["a", 1]]"#, "logit_bias", nil),
+        (#""logit_bias": [[5, "x"]]"#, "logit_bias", nil),
+        (#""logit_bias": [[300, 1]]"#, "logit_bias", nil),
+        (#""presence_penalty": -2.5"#, "presence_penalty", nil),
+        (#""presence_penalty": "high""#, "presence_penalty", nil),
+        (#""frequency_penalty": 2.01"#, "frequency_penalty", nil),
+        (#""frequency_penalty": -3"#, "frequency_penalty", nil),
+        (#""response_format": "json_object""#, "response_format", nil),
+        (#""response_format": {"type": 5}"#, "response_format", nil),
+        (#""response_format": {"type": "json_schema"}"#, "response_format", "schema"),
+        (#""response_format": {"type": "json_schema", "json_schema": {"schema": 5}}"#, "response_format", nil),
+        (#""response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "date"}}}"#, "response_format", nil),
+        (#""response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "integer", "minimum": 0}}}"#,
+         "response_format", "minimum"),
+        (#""response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "string", "format": "date"}}}"#,
+         "response_format", "format"),
+        (#""response_format": {"type": "json_schema", "json_schema": {"schema": {"allOf": [{"type": "string"}]}}}"#,
+         "response_format", "allOf"),
+        (#""response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object", "properties": {"a": {"type": "array", "uniqueItems": true}}}}}"#,
+         "response_format", "uniqueItems"),
+        (#""response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object", "patternProperties": {"^a": {}}}}}"#,
+         "response_format", "patternProperties"),
+        (##""response_format": {"type": "json_schema", "json_schema": {"schema": {"$ref": "#/$defs/missing"}}}"##, "response_format", nil),
+        (#""json_schema": {"type": "object", "propertyNames": {"maxLength": 3}}"#, "json_schema", "propertyNames"),
+        (#""json_schema": [1]"#, "json_schema", nil),
+        (#""grammar": """#, "grammar", nil),
+        (#""grammar": "root ::= \"a""#, "grammar", nil),
+        (#""grammar": "root ::= [a-""#, "grammar", nil),
+        (#""grammar": "answer ::= \"yes\"""#, "grammar", "root"),
+        (#""grammar": "root ::= root \"a\"""#, "grammar", nil),
+        (#""grammar": "root ::= \"a\"{5,2}""#, "grammar", nil),
+        (#""grammar": "root ::= \"a\" ::= \"b\"""#, "grammar", nil),
+    ]
+
+    @Test("each bad value of a log-probability, choice, bias, penalty or structured-output field is 400 naming it",
+          arguments: 0..<badNewFields.count)
+    func badNewField(_ index: Int) async throws {
+        let (fields, param, mention) = Self.badNewFields[index]
+        let backend = ScriptedBackend()
+        try await withServer(backend) { client in
+            for route in ["/v1/completions", "/v1/chat/completions"] {
+                let head = route == "/v1/completions" ? #""prompt": "x""# : #""messages": [{"role": "user", "content": "q"}]"#
+                // Chat takes logprobs as a boolean and echo not at all.
+                if route != "/v1/completions" && (param == "logprobs" || param == "echo") { continue }
+                let reply = try await client.post(route, "{\(head), \(fields)}")
+                #expect(reply.status == 400, "\(route) \(fields): \(reply.text)")
+                #expect(reply.errorParam == param, "\(route) \(fields): \(reply.text)")
+                if let mention { #expect(reply.errorMessage?.contains(mention) == true, "\(reply.errorMessage ?? "")") }
+            }
+        }
+        #expect(backend.jobs.isEmpty)
+    }
+
     @Test("each bad chat field is 400 naming it", arguments: [
         BadField(fields: #""temperature": -1"#, param: "temperature"),
         BadField(fields: #""max_completion_tokens": -4"#, param: "max_completion_tokens"),
@@ -77,6 +149,10 @@ struct ValidationTests {
         BadField(fields: #""top_logprobs": 3"#, param: "top_logprobs"),
         BadField(fields: #""logprobs": true, "top_logprobs": 30"#, param: "top_logprobs"),
         BadField(fields: #""logprobs": 3"#, param: "logprobs"),
+        BadField(fields: #""logprobs": "yes""#, param: "logprobs"),
+        BadField(fields: #""logprobs": true, "top_logprobs": -1"#, param: "top_logprobs"),
+        BadField(fields: #""logprobs": true, "top_logprobs": "2""#, param: "top_logprobs"),
+        BadField(fields: #""logprobs": true, "top_logprobs": 1.5"#, param: "top_logprobs"),
         BadField(fields: #""tools": [{"type": "function"}]"#, param: "tools"),
     ])
     func badChatField(_ bad: BadField) async throws {
