@@ -35,6 +35,8 @@ final class WorkerRecord {
     var tokensProcessed: UInt64 = 0
     var busySeconds = 0.0
     var rate = 0.0
+    /// Tokens and busy seconds when `rate` was last computed.
+    var rateBase: (tokens: UInt64, busySeconds: Double) = (0, 0)
     var lastFailure: String?
     var calibrationAsked = false
     var calibrationAskedAt = 0.0

@@ -112,7 +112,13 @@ final class WorkerRegistry {
             }
             w.lastSeen = now
             let dt = hb.busySeconds - w.busySeconds, dn = Double(hb.tokensProcessed) - Double(w.tokensProcessed)
-            if dt > 0.01 { w.rate = dn / dt }
+            // The rate over at least 10 ms of work (a fast stage may do less between two heartbeats).
+            if hb.busySeconds < w.rateBase.busySeconds || hb.tokensProcessed < w.rateBase.tokens { w.rateBase = (0, 0) }  // it restarted
+            let rateSeconds = hb.busySeconds - w.rateBase.busySeconds
+            if rateSeconds > 0.01 {
+                w.rate = (Double(hb.tokensProcessed) - Double(w.rateBase.tokens)) / rateSeconds
+                w.rateBase = (hb.tokensProcessed, hb.busySeconds)
+            }
             heartbeatNews.append((w.name, max(0, Int(dn)), max(0, dt)))
             w.tokensProcessed = hb.tokensProcessed
             w.busySeconds = hb.busySeconds

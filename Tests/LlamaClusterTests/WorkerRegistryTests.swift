@@ -166,4 +166,36 @@ struct WorkerRegistryTests {
         #expect(r.epoch == 2 && !r.isWhole)
         #expect(Set(Self.assignments(r.outbox).values.map(\.epoch)) == [2])
     }
+
+    @Test("a fast stage's rate is measured over at least 10 ms of work, not per heartbeat")
+    func rateOverSmallHeartbeats() {
+        let r = Self.registry([.init(name: "a"), .init(name: "b")])
+        _ = Self.bringUp(r, ["a", "b"], at: 0)
+        // 40 tokens per 4 ms of work between heartbeats: no single interval reaches 10 ms.
+        for i in 1...4 {
+            Self.send(r, "a", .heartbeat(Heartbeat(sequence: UInt64(i), unixTimeNanos: 0, tokensProcessed: UInt64(40 * i),
+                                                   busySeconds: 0.004 * Double(i))), at: 0.1 * Double(i))
+        }
+        #expect(abs((r.record("a")?.rate ?? 0) - 10_000) < 1, "\(r.record("a")?.rate ?? 0)")
+        // A restarted worker counts from zero again.
+        Self.send(r, "a", .heartbeat(Heartbeat(sequence: 5, unixTimeNanos: 0, tokensProcessed: 20, busySeconds: 0.02)), at: 0.5)
+        #expect(abs((r.record("a")?.rate ?? 0) - 1_000) < 1)
+    }
+
+    @Test("with security a worker's routing id is name@tag; replies go to the connection that proved the key")
+    func secureRoutingIDs() {
+        let r = Self.registry([.init(name: "a", key: "KA"), .init(name: "b", key: "KB")], securityKey: "coord.key")
+        let toA = Self.assignments(Self.send(r, "a@1111", Self.join("a"), at: 0, key: "KA"))
+        #expect(toA.isEmpty)
+        let out = Self.send(r, "b@2222", Self.join("b"), at: 0, key: "KB")
+        #expect(Set(Self.assignments(out).keys) == ["a@1111", "b@2222"])
+        // a's key under b's name, from another connection: refused, and nothing goes to it.
+        let thief = Self.send(r, "b@9999", Self.join("b"), at: 0.1, key: "KA")
+        #expect(thief.isEmpty && r.refusals.count == 1)
+        #expect(r.record("b")?.routingID == "b@2222")
+        // Heartbeats come on name@tag#hb and are answered there.
+        let hb = Self.send(r, "b@2222#hb", .heartbeat(Heartbeat(sequence: 1, unixTimeNanos: 0, tokensProcessed: 0, busySeconds: 0)),
+                           at: 0.2, key: "KB")
+        #expect(hb.map(\.0) == ["b@2222#hb"])
+    }
 }
