@@ -280,7 +280,7 @@ private func jsonText<T: Encodable>(_ value: T) throws -> String {
 private func fixed(_ v: Double) -> String { String(format: "%.2f", v) }
 
 /// Left-aligned first column, right-aligned others.
-private func formatTable(_ rows: [[String]]) -> String {
+func formatTable(_ rows: [[String]]) -> String {
     let widths = (0..<(rows.first?.count ?? 0)).map { c in rows.map { $0[c].count }.max() ?? 0 }
     return rows.map { row in
         row.enumerated().map { c, cell in
