@@ -143,7 +143,13 @@ final class WorkerRegistry {
         case .error(let e):
             logger.error("\(w.name) reported: \(e.message)")
             w.lastFailure = e.message
-            if w.phase == .loading {
+            if let h = handover, h.standby == w.name {
+                // The standby cannot take the leaver's layers: the leaver goes as if there were
+                // no standby (or another one takes over).
+                cancelHandover()
+                w.phase = .failed
+                if let leaver = record(h.leaver), leaver.phase == .leaving { leave(leaver, now: now) }
+            } else if w.phase == .loading {
                 w.phase = .failed
                 if let p = w.position { uncover(p, now: now, reason: "\(w.name) cannot load its layers") }
             }
@@ -327,6 +333,14 @@ final class WorkerRegistry {
             memory[name] = Int(clamping: h.join!.memoryBudgetBytes)
             if let s = h.speed { speed[name] = s }
         }
+        // Workers that kept their layers through a coordinator restart keep them.
+        if let held = heldPlacement() {
+            ranges = held
+            let summary = holders.indices.map { "\(holder($0)!.name) \(held[$0].lowerBound)-\(held[$0].upperBound - 1)" }
+            logger.info("layer assignment (the layers the workers still hold): \(summary.joined(separator: ", "))")
+            newEpoch("every position has a worker")
+            return
+        }
         // Placement by speed needs every balanced worker timed; ask those that have not been.
         let balanced = manifest.stages.enumerated().filter { $0.element.layers == nil }.map(\.offset)
         if balanced.count > 1 {
@@ -353,6 +367,22 @@ final class WorkerRegistry {
         let summary = holders.indices.map { "\(holder($0)!.name) \(ranges![$0].lowerBound)-\(ranges![$0].upperBound - 1)" }
         logger.info("layer assignment: \(summary.joined(separator: ", "))")
         newEpoch("every position has a worker")
+    }
+
+    /// The placement the workers' joins say they hold, when it tiles the model in pipeline
+    /// order and agrees with the manifest's explicit ranges (after a coordinator restart:
+    /// nothing is then loaded, streamed or timed again), else nil.
+    private func heldPlacement() -> [Range<Int>]? {
+        var next = 0
+        var out: [Range<Int>] = []
+        for (p, stage) in manifest.stages.enumerated() {
+            guard let held = holder(p)?.join?.heldLayers, held.lowerBound < held.upperBound else { return nil }
+            let r = Int(held.lowerBound)..<Int(held.upperBound)
+            guard r.lowerBound == next, stage.layers == nil || stage.layers == r else { return nil }
+            out.append(r)
+            next = r.upperBound
+        }
+        return next == model.layerCount ? out : nil
     }
 
     /// Starts a new epoch: every live holder gets its assignment again (new pipeline addresses
@@ -403,10 +433,13 @@ final class WorkerRegistry {
         return [k]
     }
 
-    /// The layers `w` runs now.
+    /// The layers `w` runs now, or loads for a handover (a standby taking a leaving worker's
+    /// layers holds no position until the handover completes, but needs their weights).
     func layers(of w: WorkerRecord) -> Range<Int>? {
-        guard let p = w.position, let ranges else { return nil }
-        return ranges[p]
+        guard let ranges else { return nil }
+        if let p = w.position { return ranges[p] }
+        if let h = handover, h.standby == w.name { return ranges[h.position] }
+        return nil
     }
 
     /// Seconds one frame of `tokens` tokens should take through every stage, by the
