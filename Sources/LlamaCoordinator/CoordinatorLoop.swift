@@ -92,7 +92,9 @@ final class CoordinatorLoop {
         }
         if case let .serveWeights(w, req) = registry.handle(identity: identity, authenticatedKey: m.authenticatedKey,
                                                             peerAddress: m.peerAddress, message: message, now: now) {
-            send(weights.reply(to: req, workerName: w.name, layers: registry.layers(of: w)), to: w.name)
+            let reply = weights.reply(to: req, workerName: w.name, layers: registry.layers(of: w))
+            if case .tensorChunk(let chunk) = reply { metrics.weightBytesServed.increment(by: chunk.data.count) }
+            send(reply, to: w.name)
         }
     }
 
