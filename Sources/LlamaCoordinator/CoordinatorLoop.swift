@@ -154,7 +154,7 @@ final class CoordinatorLoop {
         if whole && !wasWhole {
             if let lost = lostAt, lossWasWorker {
                 metrics.recovered(after: now - lost)
-                logger.info("the cluster is whole again after \(String(format: "%.2f", now - lost)) s: replaying \(core.activeRequests) requests")
+                logger.info("the cluster is whole again after \(String(format: "%.3f", now - lost)) s: replaying \(core.activeRequests) requests")
             } else {
                 logger.info("cluster ready (epoch \(registry.epoch))")
             }
@@ -171,6 +171,11 @@ final class CoordinatorLoop {
             }
         }
         if !registry.uncoveredSince.isEmpty { lossWasWorker = true }
+        if !registry.losses.isEmpty {
+            // A standby that took the layers at once leaves nothing uncovered: still a recovery.
+            if !whole { lossWasWorker = true }
+            registry.losses.removeAll()
+        }
         wasWhole = whole
         core.paused = !whole
         if !whole, !gaveUp, let since = registry.uncoveredSince.values.min(), now - since > manifest.recoveryTimeout {

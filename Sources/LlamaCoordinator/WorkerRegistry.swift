@@ -35,6 +35,9 @@ final class WorkerRegistry {
     var epochChanges: [String] = []
     /// Peers refused (wrong key for a name, unknown names): for logs and metrics.
     var refusals: [String] = []
+    /// Workers lost (missing, or gone with their layers) since the loop last looked: a
+    /// standby may have covered the layers in the same instant, and it still is a recovery.
+    var losses: [String] = []
     /// Heartbeat news since the loop last looked: (worker, tokens more, busy seconds more).
     var heartbeatNews: [(name: String, tokens: Int, busy: Double)] = []
 
@@ -242,6 +245,7 @@ final class WorkerRegistry {
 
     private func uncover(_ p: Int, now: Double, reason: String) {
         uncoveredSince[p] = uncoveredSince[p] ?? now
+        losses.append(manifest.stages[p].name)
         logger.warning("layers of position \(p + 1) are not served: \(reason)")
         takeOverUncovered(now: now)
     }
