@@ -23,7 +23,11 @@ struct ProcessChaosTests {
     }()
 
     @Test("20 SIGKILLs of random workers mid-stream, each down longer than the heartbeat timeout: 8 streams (4 greedy, 4 seeded) end with their undisturbed text")
-    func twentyKills() throws {
+    func twentyKills() async {
+        for failure in await runBlocking({ c in try Self.twentyKillsBody(c) }) { Issue.record(Comment(rawValue: failure)) }
+    }
+
+    static func twentyKillsBody(_ c: Checks) throws {
         let procs = try ProcessClusterTests.Processes()
         defer { procs.killAll() }
         let (control, http, endpoint) = try ProcessTests.addresses()
@@ -46,9 +50,9 @@ struct ProcessChaosTests {
         // The undisturbed texts, from the same cluster and the same eight streams at once.
         let started = Date()
         let calm = StreamSet(Self.specs, endpoint: endpoint)
-        #expect(calm.wait(timeout: 240), "undisturbed streams did not end")
+        c.expect(calm.wait(timeout: 240), "undisturbed streams did not end")
         let undisturbed = calm.snapshot
-        for s in undisturbed { #expect(s.error == nil && s.pieces > 0, "undisturbed stream: \(s.error ?? "no text")") }
+        for s in undisturbed { c.expect(s.error == nil && s.pieces > 0, "undisturbed stream: \(s.error ?? "no text")") }
         let calmSeconds = Date().timeIntervalSince(started)
         print("chaos: undisturbed pieces per stream \(undisturbed.map(\.pieces))")
 
@@ -81,7 +85,7 @@ struct ProcessChaosTests {
                         return h.status == 503 && h.text.contains(victim)
                     }
                 } catch {
-                    Issue.record("kill \(killed): \(error)\n\(logs())")
+                    c.fail("kill \(killed): \(error)\n\(logs())")
                     throw error
                 }
                 // Missing is counted from its last heartbeat; it stays down past the timeout from the kill too.
@@ -90,24 +94,24 @@ struct ProcessChaosTests {
                 try procs.start(victim, "llama-worker", args[victim]!)
                 try ProcessClusterTests.waitHealthy(endpoint, procs, timeout: 30)
             }
-            #expect(streams.wait(timeout: 240), "streams of round \(rounds) did not end\n\(logs())")
+            c.expect(streams.wait(timeout: 240), "streams of round \(rounds) did not end\n\(logs())")
             for (i, s) in streams.snapshot.enumerated() {
-                #expect(s.error == nil, "round \(rounds), stream \(i): \(s.error ?? "")\n\(logs())")
-                #expect(s.text == undisturbed[i].text, "round \(rounds), stream \(i) (\(Self.specs[i].prompt)) differs from its undisturbed text")
+                c.expect(s.error == nil, "round \(rounds), stream \(i): \(s.error ?? "")\n\(logs())")
+                c.expect(s.text == undisturbed[i].text, "round \(rounds), stream \(i) (\(Self.specs[i].prompt)) differs from its undisturbed text")
             }
             if killedThisRound == 0 {
-                Issue.record("a whole round of streams ended without a kill\n\(logs())")
+                c.fail("a whole round of streams ended without a kill\n\(logs())")
                 break
             }
         }
-        #expect(killed == Self.kills)
+        c.expect(killed == Self.kills)
         // The coordinator counted a recovery for every loss and replayed the paused sequences.
         let recoveries = try ProcessTests.metric(endpoint, "llamacluster_recoveries_total") ?? 0
         let replayed = try ProcessTests.metric(endpoint, "llamacluster_replayed_tokens_total") ?? 0
-        #expect(recoveries >= Double(Self.kills), "\(recoveries) recoveries for \(Self.kills) kills")
-        #expect(replayed > 0)
+        c.expect(recoveries >= Double(Self.kills), "\(recoveries) recoveries for \(Self.kills) kills")
+        c.expect(replayed > 0)
         let failed = try ProcessTests.metric(endpoint, "llamacluster_requests_failed_total") ?? 0
-        #expect(failed == 0)
+        c.expect(failed == 0)
         print("chaos: \(killed) kills over \(rounds) rounds of 8 streams in \(Int(Date().timeIntervalSince(started))) s (undisturbed round \(Int(calmSeconds)) s), \(Int(recoveries)) recoveries, \(Int(replayed)) tokens replayed")
     }
 }
