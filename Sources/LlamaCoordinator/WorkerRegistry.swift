@@ -21,12 +21,12 @@ final class WorkerRegistry {
     private(set) var records: [WorkerRecord]
     /// Per pipeline position: its layers (fixed once computed) and who runs them now.
     private(set) var ranges: [Range<Int>]?
-    private(set) var holders: [String?]
-    private(set) var epoch: UInt32 = 0
+    var holders: [String?]
+    var epoch: UInt32 = 0
     /// Positions without a live holder, and since when.
     private(set) var uncoveredSince: [Int: Double] = [:]
     /// A handover prepared for a leaving worker: the standby loads first, then the epoch turns.
-    private(set) var handover: (epoch: UInt32, position: Int, standby: String, leaver: String)?
+    var handover: (epoch: UInt32, position: Int, standby: String, leaver: String)?
     let startedAt: Double
 
     /// Messages to send: (routing identity, message).
@@ -243,7 +243,7 @@ final class WorkerRegistry {
         if ranges == nil { placeIfPossible(now: now) }
     }
 
-    private func uncover(_ p: Int, now: Double, reason: String) {
+    func uncover(_ p: Int, now: Double, reason: String) {
         uncoveredSince[p] = uncoveredSince[p] ?? now
         losses.append(manifest.stages[p].name)
         logger.warning("layers of position \(p + 1) are not served: \(reason)")
@@ -263,65 +263,6 @@ final class WorkerRegistry {
     func frameLost(reason: String) {
         guard ranges != nil else { return }
         newEpoch(reason)
-    }
-
-    // MARK: - Leaving
-
-    private func leave(_ w: WorkerRecord, now: Double) {
-        guard let p = w.position else {
-            w.phase = .gone
-            outbox.append((w.name, .shutdown(Shutdown(reason: "released"))))
-            return
-        }
-        w.phase = .leaving
-        guard ranges != nil, handover == nil,
-              let s = records.first(where: { $0.canTakeOver && $0.isLive && $0 !== w }) else {
-            // Nobody can take the layers over: the worker goes now, its sequences pause.
-            logger.warning("\(w.name) leaves and no standby is free: its layers pause until a worker takes them")
-            release(w)
-            uncover(p, now: now, reason: "\(w.name) left")
-            return
-        }
-        // The standby loads the layers first; the leaver serves until the standby is ready.
-        let next = epoch &+ 1
-        handover = (next, p, s.name, w.name)
-        s.phase = .loading
-        s.position = nil
-        logger.info("\(w.name) leaves: standby \(s.name) loads layers \(ranges![p].lowerBound)-\(ranges![p].upperBound - 1) first")
-        var future = holders
-        future[p] = s.name
-        outbox.append((s.name, .shardAssignment(assignment(for: p, holders: future, epoch: next))))
-    }
-
-    /// Drops a prepared handover (its standby or leaver vanished, or the epoch moved on).
-    private func cancelHandover() {
-        guard let h = handover else { return }
-        handover = nil
-        if let s = record(h.standby), s.position == nil, s.isLive { s.phase = .standby }
-    }
-
-    private func completeHandover(now: Double) {
-        guard let h = handover, let s = record(h.standby), let w = record(h.leaver) else { return }
-        handover = nil
-        holders[h.position] = s.name
-        s.position = h.position
-        s.phase = .ready
-        release(w)
-        logger.info("standby \(s.name) took over \(w.name)'s layers")
-        epoch = h.epoch
-        epochChanges.append("\(w.name) left; \(s.name) runs its layers")
-        for p in holders.indices where p != h.position {
-            guard let x = holder(p), x.isLive else { continue }
-            if x.phase == .ready { x.phase = .loading }
-            outbox.append((x.name, .shardAssignment(assignment(for: p, holders: holders, epoch: epoch))))
-        }
-    }
-
-    private func release(_ w: WorkerRecord) {
-        if let p = w.position, holders[p] == w.name { holders[p] = nil }
-        w.position = nil
-        w.phase = .gone
-        outbox.append((w.name, .shutdown(Shutdown(reason: "your layers have moved; you may go"))))
     }
 
     // MARK: - Placement and epochs
