@@ -167,7 +167,7 @@ final class CoordinatorLoop {
             lostAt = now
             lossWasWorker = !registry.uncoveredSince.isEmpty
             if core.activeRequests > 0 {
-                logger.warning("paused \(core.activeRequests) requests: \(registry.missingNames.isEmpty ? "a new epoch is starting" : registry.missingNames.joined(separator: ", ") + " missing")")
+                logger.warning("paused \(core.activeRequests) requests (\(core.activeRequestList)): \(registry.missingNames.isEmpty ? "a new epoch is starting" : registry.missingNames.joined(separator: ", ") + " missing")")
             }
         }
         if !registry.uncoveredSince.isEmpty { lossWasWorker = true }

@@ -146,6 +146,10 @@ public final class ServingCore {
 
     public var queueLength: Int { table.queue.count }
     public var activeRequests: Int { table.activeRequestCount }
+    /// The ids of the requests holding slots, for the log (`#12, #13`).
+    public var activeRequestList: String {
+        Set(table.running.map(\.request.id)).sorted().map { "#\($0)" }.joined(separator: ", ")
+    }
     public var framesInFlight: Int { inFlight.count }
     /// Requests queued or running.
     public var hasRequests: Bool { table.activeRequestCount + table.queue.count > 0 }
