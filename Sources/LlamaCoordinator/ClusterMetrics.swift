@@ -11,6 +11,9 @@ final class ClusterMetrics: @unchecked Sendable {
     let gaveUp: Counter
     let refusedPeers: Counter
     let recoverySeconds: Timer
+    /// Weight bytes sent to workers without a model file (none after a restart when their
+    /// layers are still loaded or cached).
+    let weightBytesServed: Counter
     private var perWorker: [String: (up: Gauge, tokens: Counter, rate: Gauge, stage: Timer)] = [:]
     private(set) var recoveryCount = 0
     private(set) var gaveUpCount = 0
@@ -23,6 +26,7 @@ final class ClusterMetrics: @unchecked Sendable {
         gaveUp = Counter(label: "llamacluster_requests_gave_up_total", factory: factory)
         refusedPeers = Counter(label: "llamacluster_refused_peers_total", factory: factory)
         recoverySeconds = Timer(label: "llamacluster_recovery_seconds", dimensions: [], preferredDisplayUnit: .seconds, factory: factory)
+        weightBytesServed = Counter(label: "llamacluster_weight_bytes_served_total", factory: factory)
     }
 
     func recovered(after seconds: Double) {

@@ -92,7 +92,9 @@ final class CoordinatorLoop {
         }
         if case let .serveWeights(w, req) = registry.handle(identity: identity, authenticatedKey: m.authenticatedKey,
                                                             peerAddress: m.peerAddress, message: message, now: now) {
-            send(weights.reply(to: req, workerName: w.name, layers: registry.layers(of: w)), to: w.routingID)
+            let reply = weights.reply(to: req, workerName: w.name, layers: registry.layers(of: w))
+            if case .tensorChunk(let chunk) = reply { metrics.weightBytesServed.increment(by: chunk.data.count) }
+            send(reply, to: w.routingID)
         }
     }
 
@@ -152,7 +154,7 @@ final class CoordinatorLoop {
         if whole && !wasWhole {
             if let lost = lostAt, lossWasWorker {
                 metrics.recovered(after: now - lost)
-                logger.info("the cluster is whole again after \(String(format: "%.2f", now - lost)) s: replaying \(core.activeRequests) requests")
+                logger.info("the cluster is whole again after \(String(format: "%.3f", now - lost)) s: replaying \(core.activeRequests) requests")
             } else {
                 logger.info("cluster ready (epoch \(registry.epoch))")
             }
@@ -165,10 +167,15 @@ final class CoordinatorLoop {
             lostAt = now
             lossWasWorker = !registry.uncoveredSince.isEmpty
             if core.activeRequests > 0 {
-                logger.warning("paused \(core.activeRequests) requests: \(registry.missingNames.isEmpty ? "a new epoch is starting" : registry.missingNames.joined(separator: ", ") + " missing")")
+                logger.warning("paused \(core.activeRequests) requests (\(core.activeRequestList)): \(registry.missingNames.isEmpty ? "a new epoch is starting" : registry.missingNames.joined(separator: ", ") + " missing")")
             }
         }
         if !registry.uncoveredSince.isEmpty { lossWasWorker = true }
+        if !registry.losses.isEmpty {
+            // A standby that took the layers at once leaves nothing uncovered: still a recovery.
+            if !whole { lossWasWorker = true }
+            registry.losses.removeAll()
+        }
         wasWhole = whole
         core.paused = !whole
         if !whole, !gaveUp, let since = registry.uncoveredSince.values.min(), now - since > manifest.recoveryTimeout {

@@ -21,12 +21,12 @@ final class WorkerRegistry {
     private(set) var records: [WorkerRecord]
     /// Per pipeline position: its layers (fixed once computed) and who runs them now.
     private(set) var ranges: [Range<Int>]?
-    private(set) var holders: [String?]
-    private(set) var epoch: UInt32 = 0
+    var holders: [String?]
+    var epoch: UInt32 = 0
     /// Positions without a live holder, and since when.
     private(set) var uncoveredSince: [Int: Double] = [:]
     /// A handover prepared for a leaving worker: the standby loads first, then the epoch turns.
-    private(set) var handover: (epoch: UInt32, position: Int, standby: String, leaver: String)?
+    var handover: (epoch: UInt32, position: Int, standby: String, leaver: String)?
     let startedAt: Double
 
     /// Messages to send: (routing identity, message).
@@ -35,6 +35,9 @@ final class WorkerRegistry {
     var epochChanges: [String] = []
     /// Peers refused (wrong key for a name, unknown names): for logs and metrics.
     var refusals: [String] = []
+    /// Workers lost (missing, or gone with their layers) since the loop last looked: a
+    /// standby may have covered the layers in the same instant, and it still is a recovery.
+    var losses: [String] = []
     /// Heartbeat news since the loop last looked: (worker, tokens more, busy seconds more).
     var heartbeatNews: [(name: String, tokens: Int, busy: Double)] = []
 
@@ -153,7 +156,13 @@ final class WorkerRegistry {
         case .error(let e):
             logger.error("\(w.name) reported: \(e.message)")
             w.lastFailure = e.message
-            if w.phase == .loading {
+            if let h = handover, h.standby == w.name {
+                // The standby cannot take the leaver's layers: the leaver goes as if there were
+                // no standby (or another one takes over).
+                cancelHandover()
+                w.phase = .failed
+                if let leaver = record(h.leaver), leaver.phase == .leaving { leave(leaver, now: now) }
+            } else if w.phase == .loading {
                 w.phase = .failed
                 if let p = w.position { uncover(p, now: now, reason: "\(w.name) cannot load its layers") }
             }
@@ -244,8 +253,9 @@ final class WorkerRegistry {
         if ranges == nil { placeIfPossible(now: now) }
     }
 
-    private func uncover(_ p: Int, now: Double, reason: String) {
+    func uncover(_ p: Int, now: Double, reason: String) {
         uncoveredSince[p] = uncoveredSince[p] ?? now
+        losses.append(manifest.stages[p].name)
         logger.warning("layers of position \(p + 1) are not served: \(reason)")
         takeOverUncovered(now: now)
     }
@@ -265,65 +275,6 @@ final class WorkerRegistry {
         newEpoch(reason)
     }
 
-    // MARK: - Leaving
-
-    private func leave(_ w: WorkerRecord, now: Double) {
-        guard let p = w.position else {
-            w.phase = .gone
-            outbox.append((w.routingID, .shutdown(Shutdown(reason: "released"))))
-            return
-        }
-        w.phase = .leaving
-        guard ranges != nil, handover == nil,
-              let s = records.first(where: { $0.canTakeOver && $0.isLive && $0 !== w }) else {
-            // Nobody can take the layers over: the worker goes now, its sequences pause.
-            logger.warning("\(w.name) leaves and no standby is free: its layers pause until a worker takes them")
-            release(w)
-            uncover(p, now: now, reason: "\(w.name) left")
-            return
-        }
-        // The standby loads the layers first; the leaver serves until the standby is ready.
-        let next = epoch &+ 1
-        handover = (next, p, s.name, w.name)
-        s.phase = .loading
-        s.position = nil
-        logger.info("\(w.name) leaves: standby \(s.name) loads layers \(ranges![p].lowerBound)-\(ranges![p].upperBound - 1) first")
-        var future = holders
-        future[p] = s.name
-        outbox.append((s.routingID, .shardAssignment(assignment(for: p, holders: future, epoch: next))))
-    }
-
-    /// Drops a prepared handover (its standby or leaver vanished, or the epoch moved on).
-    private func cancelHandover() {
-        guard let h = handover else { return }
-        handover = nil
-        if let s = record(h.standby), s.position == nil, s.isLive { s.phase = .standby }
-    }
-
-    private func completeHandover(now: Double) {
-        guard let h = handover, let s = record(h.standby), let w = record(h.leaver) else { return }
-        handover = nil
-        holders[h.position] = s.name
-        s.position = h.position
-        s.phase = .ready
-        release(w)
-        logger.info("standby \(s.name) took over \(w.name)'s layers")
-        epoch = h.epoch
-        epochChanges.append("\(w.name) left; \(s.name) runs its layers")
-        for p in holders.indices where p != h.position {
-            guard let x = holder(p), x.isLive else { continue }
-            if x.phase == .ready { x.phase = .loading }
-            outbox.append((x.routingID, .shardAssignment(assignment(for: p, holders: holders, epoch: epoch))))
-        }
-    }
-
-    private func release(_ w: WorkerRecord) {
-        if let p = w.position, holders[p] == w.name { holders[p] = nil }
-        w.position = nil
-        w.phase = .gone
-        outbox.append((w.routingID, .shutdown(Shutdown(reason: "your layers have moved; you may go"))))
-    }
-
     // MARK: - Placement and epochs
 
     /// Computes the layer ranges once every position has a live holder (asking workers to
@@ -336,6 +287,14 @@ final class WorkerRegistry {
             let h = holder(p)!
             memory[name] = Int(clamping: h.join!.memoryBudgetBytes)
             if let s = h.speed { speed[name] = s }
+        }
+        // Workers that kept their layers through a coordinator restart keep them.
+        if let held = heldPlacement() {
+            ranges = held
+            let summary = holders.indices.map { "\(holder($0)!.name) \(held[$0].lowerBound)-\(held[$0].upperBound - 1)" }
+            logger.info("layer assignment (the layers the workers still hold): \(summary.joined(separator: ", "))")
+            newEpoch("every position has a worker")
+            return
         }
         // Placement by speed needs every balanced worker timed; ask those that have not been.
         let balanced = manifest.stages.enumerated().filter { $0.element.layers == nil }.map(\.offset)
@@ -363,6 +322,22 @@ final class WorkerRegistry {
         let summary = holders.indices.map { "\(holder($0)!.name) \(ranges![$0].lowerBound)-\(ranges![$0].upperBound - 1)" }
         logger.info("layer assignment: \(summary.joined(separator: ", "))")
         newEpoch("every position has a worker")
+    }
+
+    /// The placement the workers' joins say they hold, when it tiles the model in pipeline
+    /// order and agrees with the manifest's explicit ranges (after a coordinator restart:
+    /// nothing is then loaded, streamed or timed again), else nil.
+    private func heldPlacement() -> [Range<Int>]? {
+        var next = 0
+        var out: [Range<Int>] = []
+        for (p, stage) in manifest.stages.enumerated() {
+            guard let held = holder(p)?.join?.heldLayers, held.lowerBound < held.upperBound else { return nil }
+            let r = Int(held.lowerBound)..<Int(held.upperBound)
+            guard r.lowerBound == next, stage.layers == nil || stage.layers == r else { return nil }
+            out.append(r)
+            next = r.upperBound
+        }
+        return next == model.layerCount ? out : nil
     }
 
     /// Starts a new epoch: every live holder gets its assignment again (new pipeline addresses
@@ -413,10 +388,13 @@ final class WorkerRegistry {
         return [k]
     }
 
-    /// The layers `w` runs now.
+    /// The layers `w` runs now, or loads for a handover (a standby taking a leaving worker's
+    /// layers holds no position until the handover completes, but needs their weights).
     func layers(of w: WorkerRecord) -> Range<Int>? {
-        guard let p = w.position, let ranges else { return nil }
-        return ranges[p]
+        guard let ranges else { return nil }
+        if let p = w.position { return ranges[p] }
+        if let h = handover, h.standby == w.name { return ranges[h.position] }
+        return nil
     }
 
     /// Seconds one frame of `tokens` tokens should take through every stage, by the

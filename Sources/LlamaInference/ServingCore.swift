@@ -63,6 +63,9 @@ public final class ServingCore {
     var pendingCopies: [CacheCopy] = []
     private var nextBatchID: UInt64 = 0
     private var roundRobin = 0
+    /// The replay under way since the pipeline restarted: when its first frame went out, and
+    /// the tokens and sequences it rebuilds.
+    private var replay: (startedAt: Double, tokens: Int, sequences: Int)?
     /// While paused no frame is sent (a worker is missing); requests still queue.
     public var paused = false
     /// A frame is overdue after `frameTimeoutBase + frameTimeoutPerToken * tokens` seconds
@@ -143,6 +146,10 @@ public final class ServingCore {
 
     public var queueLength: Int { table.queue.count }
     public var activeRequests: Int { table.activeRequestCount }
+    /// The ids of the requests holding slots, for the log (`#12, #13`).
+    public var activeRequestList: String {
+        Set(table.running.map(\.request.id)).sorted().map { "#\($0)" }.joined(separator: ", ")
+    }
     public var framesInFlight: Int { inFlight.count }
     /// Requests queued or running.
     public var hasRequests: Bool { table.activeRequestCount + table.queue.count > 0 }
@@ -171,7 +178,12 @@ public final class ServingCore {
         pendingCopies.removeAll()
         let timeout = frameTimeoutBase + frameTimeoutPerToken * Double(batch.tokenCount)
         inFlight[batch.id] = InFlight(spans: spans, deadline: now + timeout, tokens: batch.tokenCount)
-        metrics.frameSent(tokens: batch.tokenCount, replayed: spans.reduce(0) { $0 + $1.replayed })
+        let replayed = spans.reduce(0) { $0 + $1.replayed }
+        metrics.frameSent(tokens: batch.tokenCount, replayed: replayed)
+        if replayed > 0, replay == nil {
+            let pending = table.running.filter { $0.replayUntil > $0.computed }
+            replay = (now, pending.reduce(0) { $0 + $1.replayUntil - $1.computed }, pending.count)
+        }
         return batch
     }
 
@@ -228,6 +240,7 @@ public final class ServingCore {
     public func restartPipeline(reason: String) {
         inFlight.removeAll()
         pendingCopies.removeAll()
+        replay = nil
         for s in table.running { s.replayUntil = max(s.replayUntil, s.computed) }
         table.forgetCaches()
         if !table.running.isEmpty {
@@ -266,6 +279,12 @@ public final class ServingCore {
             } else {
                 finishPrefill(s, span: span, rows: rows, now: now)
             }
+        }
+        if let r = replay, table.running.allSatisfy({ $0.done || $0.computed >= $0.replayUntil }) {
+            replay = nil
+            let seconds = now - r.startedAt
+            metrics.replayFinished(seconds: seconds)
+            logger.info("replay done: \(r.tokens) tokens of \(r.sequences) sequences rebuilt in \(String(format: "%.3f", seconds)) s (\(String(format: "%.0f", Double(r.tokens) / max(seconds, 1e-6))) tokens/s)")
         }
     }
 }

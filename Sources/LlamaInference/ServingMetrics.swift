@@ -12,7 +12,7 @@ public final class ServingMetrics {
     private let requests, failed, promptTokens, cachedPromptTokens, generatedTokens: Counter
     private let replayedTokens, drafted, accepted: Counter
     private let active, queued, tokensPerSecond: Gauge
-    private let timeToFirstToken, timePerOutputToken, queueWait: Timer
+    private let timeToFirstToken, timePerOutputToken, queueWait, replaySeconds: Timer
 
     public init(factory: MetricsFactory = MetricsSystem.factory) {
         func counter(_ name: String) -> Counter { Counter(label: "llamacluster_" + name, factory: factory) }
@@ -34,6 +34,7 @@ public final class ServingMetrics {
         timeToFirstToken = timer("time_to_first_token_seconds")
         timePerOutputToken = timer("time_per_output_token_seconds")
         queueWait = timer("queue_wait_seconds")
+        replaySeconds = timer("replay_seconds")
     }
 
     func requestReceived(promptTokens n: Int) {
@@ -54,6 +55,9 @@ public final class ServingMetrics {
         counters.replayedTokens += replayed
         replayedTokens.increment(by: replayed)
     }
+
+    /// A replay after a loss is done: every paused sequence's cache is rebuilt.
+    func replayFinished(seconds: Double) { replaySeconds.record(seconds: seconds) }
 
     func tokenGenerated() {
         counters.generatedTokensTotal += 1

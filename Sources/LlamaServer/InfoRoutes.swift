@@ -14,9 +14,11 @@ struct RouteHandlers: Sendable {
     let metrics: PrometheusCollectorRegistry
     let chatTemplate: ChatTemplate
     let chatTemplateRecognised: Bool
+    let connections: ConnectionWatch
 
     init(backend: any CompletionBackend, options: LlamaHTTPServer.Options, logger: Logger, started: Int,
-         metrics: PrometheusCollectorRegistry) {
+         metrics: PrometheusCollectorRegistry, connections: ConnectionWatch) {
+        self.connections = connections
         self.backend = backend
         self.options = options
         self.logger = logger
@@ -28,39 +30,41 @@ struct RouteHandlers: Sendable {
     // MARK: Request bodies
 
     /// Reads the body (within the body timeout and size limit) and parses it as JSON, then runs
-    /// `body`. Reading inside the inbound-close watch lets a client that hangs up cancel the work.
-    func withBody(_ request: Request, _ body: @escaping @Sendable (JSONValue) async throws -> Response) async throws -> Response {
+    /// `body`, cancelled if the client's connection closes meanwhile (a client that hangs up
+    /// cancels the work). The connection's request stream is left as it is: the next request
+    /// of a keep-alive connection is read from it.
+    func withBody(_ request: Request, _ context: LlamaRequestContext,
+                  _ body: @escaping @Sendable (JSONValue) async throws -> Response) async throws -> Response {
         let limit = options.maximumRequestBodyBytes, timeout = options.bodyReadTimeout
-        return try await request.body.consumeWithCancellationOnInboundClose { requestBody in
-            let buffer: ByteBuffer
-            do {
-                buffer = try await withThrowingTaskGroup(of: ByteBuffer.self) { group in
-                    group.addTask { try await requestBody.collect(upTo: limit) }
-                    group.addTask {
-                        try await Task.sleep(nanoseconds: UInt64(timeout * 1e9))
-                        throw APIError(status: 408, message: "the request body did not arrive within \(Int(timeout)) s",
-                                       type: "invalid_request_error")
-                    }
-                    defer { group.cancelAll() }
-                    return try await group.next()!
+        let requestBody = request.body
+        let buffer: ByteBuffer
+        do {
+            buffer = try await withThrowingTaskGroup(of: ByteBuffer.self) { group in
+                group.addTask { try await requestBody.collect(upTo: limit) }
+                group.addTask {
+                    try await Task.sleep(nanoseconds: UInt64(timeout * 1e9))
+                    throw APIError(status: 408, message: "the request body did not arrive within \(Int(timeout)) s",
+                                   type: "invalid_request_error")
                 }
-            } catch let error as APIError {
-                throw error
-            } catch let error as CancellationError {
-                throw error
-            } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
-                throw APIError(status: 413, message: "the request body is larger than \(limit) bytes", type: "invalid_request_error")
-            } catch {
-                throw APIError.invalidRequest("the request body could not be read: \(error)")
+                defer { group.cancelAll() }
+                return try await group.next()!
             }
-            let json: JSONValue
-            do {
-                json = try JSONValue.parse(buffer.readableBytesView)
-            } catch {
-                throw APIError.invalidRequest("the request body is not valid JSON: \(error)")
-            }
-            return try await body(json)
+        } catch let error as APIError {
+            throw error
+        } catch let error as CancellationError {
+            throw error
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw APIError(status: 413, message: "the request body is larger than \(limit) bytes", type: "invalid_request_error")
+        } catch {
+            throw APIError.invalidRequest("the request body could not be read: \(error)")
         }
+        let json: JSONValue
+        do {
+            json = try JSONValue.parse(buffer.readableBytesView)
+        } catch {
+            throw APIError.invalidRequest("the request body is not valid JSON: \(error)")
+        }
+        return try await connections.cancellingOnClose(context.channel) { try await body(json) }
     }
 
     // MARK: Information

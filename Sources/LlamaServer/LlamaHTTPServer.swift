@@ -68,6 +68,8 @@ public struct LlamaHTTPServer: Sendable {
     public var logger: Logger
     /// Where `/metrics` reads from (the registry the backend's metrics factory writes to).
     public var metrics: PrometheusCollectorRegistry
+    /// The open connections, for cancelling the work of a client that hangs up.
+    let connections = ConnectionWatch()
 
     /// - Parameters:
     ///   - host: address to bind, e.g. "127.0.0.1" or "0.0.0.0".
@@ -84,17 +86,18 @@ public struct LlamaHTTPServer: Sendable {
     }
 
     /// The router with every route, the JSON error handling and the API-key check.
-    public func makeRouter() -> Router<BasicRequestContext> {
-        let router = Router()
+    public func makeRouter() -> Router<LlamaRequestContext> {
+        let router = Router(context: LlamaRequestContext.self)
         // Middleware must come first: it wraps the routes added after it and the 404 responder.
         router.add(middleware: JSONErrorMiddleware(logger: logger))
         if !options.apiKeys.isEmpty { router.add(middleware: APIKeyMiddleware(keys: options.apiKeys, open: ["/health"])) }
-        let handlers = RouteHandlers(backend: backend, options: options, logger: logger, started: Self.now(), metrics: metrics)
-        router.post("/v1/completions") { request, _ in
-            try await handlers.withBody(request) { try await handlers.respond(try handlers.prepareCompletion($0)) }
+        let handlers = RouteHandlers(backend: backend, options: options, logger: logger, started: Self.now(), metrics: metrics,
+                                     connections: connections)
+        router.post("/v1/completions") { request, context in
+            try await handlers.withBody(request, context) { try await handlers.respond(try handlers.prepareCompletion($0)) }
         }
-        router.post("/v1/chat/completions") { request, _ in
-            try await handlers.withBody(request) { try await handlers.respond(try handlers.prepareChat($0)) }
+        router.post("/v1/chat/completions") { request, context in
+            try await handlers.withBody(request, context) { try await handlers.respond(try handlers.prepareChat($0)) }
         }
         router.get("/v1/models") { _, _ in handlers.models() }
         router.get("/health") { _, _ in handlers.health() }
@@ -102,8 +105,10 @@ public struct LlamaHTTPServer: Sendable {
         router.get("/status") { _, _ in handlers.status() }
         router.get("/props") { _, _ in handlers.props() }
         router.get("/slots") { _, _ in handlers.slots() }
-        router.post("/tokenize") { request, _ in try await handlers.withBody(request) { try handlers.tokenize($0) } }
-        router.post("/detokenize") { request, _ in try await handlers.withBody(request) { try handlers.detokenize($0) } }
+        router.post("/tokenize") { request, context in try await handlers.withBody(request, context) { try handlers.tokenize($0) } }
+        router.post("/detokenize") { request, context in
+            try await handlers.withBody(request, context) { try handlers.detokenize($0) }
+        }
         return router
     }
 
@@ -111,7 +116,10 @@ public struct LlamaHTTPServer: Sendable {
     public func makeApplication(onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in })
         throws -> some ApplicationProtocol
     {
-        let http1 = HTTPServerBuilder.http1(configuration: .init(idleTimeout: .milliseconds(Int64(options.idleTimeout * 1000))))
+        let watch = connections
+        let http1 = HTTPServerBuilder.http1(configuration: .init(
+            additionalChannelHandlers: [ConnectionCloseHandler(watch: watch)],
+            idleTimeout: .milliseconds(Int64(options.idleTimeout * 1000))))
         let server = try options.tls.map { try HTTPServerBuilder.tls(http1, tlsConfiguration: $0) } ?? http1
         return Application(
             router: makeRouter(),
@@ -131,7 +139,7 @@ public struct LlamaHTTPServer: Sendable {
 
 /// Turns every error into a JSON error response.
 struct JSONErrorMiddleware: RouterMiddleware {
-    typealias Context = BasicRequestContext
+    typealias Context = LlamaRequestContext
     let logger: Logger
 
     func handle(_ request: Request, context: Context,
@@ -163,7 +171,7 @@ struct JSONErrorMiddleware: RouterMiddleware {
 /// llama-server's API keys: `Authorization: Bearer KEY` or `X-Api-Key: KEY`, compared in
 /// constant time; otherwise 401.
 struct APIKeyMiddleware: RouterMiddleware {
-    typealias Context = BasicRequestContext
+    typealias Context = LlamaRequestContext
     let keys: [[UInt8]]
     let open: Set<String>
 

@@ -137,6 +137,9 @@ struct ClusterFaultTests {
             cluster.coordinator.health().workers.first { $0.name == "s1" }?.layers != nil
         }
         #expect(cluster.coordinator.health().ready)
+        // A takeover by a standby is a recovery like a rejoin (it was not counted when the
+        // standby covered the layers in the same instant the worker went missing).
+        try waitUntil("the takeover counted as a recovery", timeout: 5) { cluster.coordinator.counters().recoveries == 1 }
         try cluster.startWorker("w2")
         try waitUntil("w2 waiting as the standby") { cluster.coordinator.health().workers.first { $0.name == "w2" }?.state == "standby" }
         #expect(try await cluster.complete(Self.prompt, maxTokens: 12) == (try await singleProcessTokens(Self.prompt, maxTokens: 12)))

@@ -65,6 +65,34 @@ struct WorkerRegistryTests {
         #expect(r.isWhole)
     }
 
+    @Test("after a coordinator restart, workers that still hold layers tiling the model keep them: no timing, no reload")
+    func heldLayersKept() {
+        func join(_ name: String, held: Range<UInt32>?, seconds: Double = 0) -> WireMessage {
+            .join(Join(workerName: name, threads: 1, memoryBudgetBytes: 1 << 30, cpuFeatures: "", hasModelFile: false,
+                       modelFingerprint: "", dataEndpoint: "mem://\(name)/data", heldLayers: held, layerDecodeSeconds: seconds))
+        }
+        // Speeds would put 6 layers on a; the held 0-2 / 3-7 split is kept, and nobody is asked to time a layer.
+        let r = Self.registry([.init(name: "a"), .init(name: "b"), .init(name: "s", standby: true)])
+        var out = Self.send(r, "a", join("a", held: 0..<3), at: 0)
+        out += Self.send(r, "s", join("s", held: nil), at: 0)
+        out += Self.send(r, "b", join("b", held: 3..<8), at: 0)
+        #expect(!out.contains { if case .calibrationRequest = $0.1 { true } else { false } })
+        let a = Self.assignments(out)
+        #expect(a["a"].map { $0.layerBegin..<$0.layerEnd } == 0..<3)
+        #expect(a["b"].map { $0.layerBegin..<$0.layerEnd } == 3..<8)
+        #expect(a["s"] == nil && r.record("s")?.phase == .standby)
+
+        // Held ranges that leave a gap, or disagree with an explicit range, are not used.
+        let gap = Self.registry([.init(name: "a"), .init(name: "b")])
+        Self.send(gap, "a", join("a", held: 0..<3, seconds: 1e-3), at: 0)
+        let g = Self.assignments(Self.send(gap, "b", join("b", held: 4..<8, seconds: 3e-3), at: 0))
+        #expect(g["a"].map { $0.layerBegin..<$0.layerEnd } == 0..<6)
+        let explicit = Self.registry([.init(name: "a", layers: 0..<4), .init(name: "b")])
+        Self.send(explicit, "a", join("a", held: 0..<3, seconds: 1e-3), at: 0)
+        let e = Self.assignments(Self.send(explicit, "b", join("b", held: 3..<8, seconds: 1e-3), at: 0))
+        #expect(e["a"].map { $0.layerBegin..<$0.layerEnd } == 0..<4)
+    }
+
     @Test("a Ready for an old epoch does not make the cluster whole")
     func staleReady() {
         let r = Self.registry([.init(name: "a"), .init(name: "b")])
@@ -125,6 +153,27 @@ struct WorkerRegistryTests {
         #expect(rest.contains { $0.0 == "b" && { if case .shutdown = $0.1 { true } else { false } }($0) })
         #expect(Self.assignments(rest)["a"]?.output.address == "mem://s/data")
         #expect(r.holders == ["a", "s"])
+    }
+
+    @Test("a standby loading a leaver's layers is served their weights; if it cannot load them, the leaver goes and its layers pause")
+    func handoverWeightsAndFailure() {
+        let r = Self.registry([.init(name: "a"), .init(name: "b"), .init(name: "s", standby: true)])
+        _ = Self.bringUp(r, ["a", "b"], at: 0)
+        Self.send(r, "s", Self.join("s"), at: 0)
+        Self.send(r, "b", .shutdown(Shutdown(reason: "SIGTERM")), at: 0.1)
+        // s streams its weights: it may fetch b's layers (before the fix it was refused every tensor).
+        #expect(r.layers(of: r.record("s")!) == 4..<8)
+        let outcome = r.handle(identity: "s", authenticatedKey: nil, peerAddress: nil,
+                               message: .weightRequest(WeightRequest(tensorName: "blk.4.attn_q.weight")), now: 0.15)
+        guard case .serveWeights(let w, _) = outcome, w.name == "s" else {
+            Issue.record("the standby's weight request was not served")
+            return
+        }
+        #expect(r.isWhole, "b serves while s loads")
+        let out = Self.send(r, "s", .error(ErrorReport(code: .weights, message: "disk full")), at: 0.2)
+        #expect(out.contains { $0.0 == "b" && { if case .shutdown = $0.1 { true } else { false } }($0) }, "b is released")
+        #expect(r.record("s")?.phase == .failed && r.record("b")?.phase == .gone)
+        #expect(!r.isWhole && r.missingNames == ["b"])
     }
 
     @Test("peers the manifest does not list, or with another worker's key, are refused and get nothing")
