@@ -142,7 +142,12 @@ public final class ZMQCoordinatorTransport: CoordinatorTransport {
         // good: the send gives up, the frame is lost, and the coordinator's frame timeout or
         // the next epoch redoes it.
         try s.set(.sendTimeout(milliseconds: 2000))
-        if let security, let key = endpoint.serverKey { try s.connectCurve(security.keys, serverKey: key) }
+        if let security, let key = endpoint.serverKey {
+            // Queue frames only on a connection whose handshake passed: a refused one would
+            // swallow them. A send with none gives up after 2 s and connects again.
+            try s.set(.immediate(true))
+            try s.connectCurve(security.keys, serverKey: key)
+        }
         try s.connect(endpoint.address)
         dataOut = s
         dataOutEndpoint = endpoint
@@ -263,8 +268,9 @@ public final class ZMQWorkerTransport: WorkerTransport {
         return parts.last
     }
 
+    /// Connects a new output socket (every assignment: a connection refused once is not
+    /// retried by libzmq, so a new epoch always starts from a fresh one).
     public func connectOutput(_ endpoint: PeerEndpoint?) throws {
-        guard endpoint != outputEndpoint else { return }
         output = nil
         outputEndpoint = nil
         guard let endpoint else { return }
@@ -273,7 +279,12 @@ public final class ZMQWorkerTransport: WorkerTransport {
         // good: the send gives up, the frame is lost, and the coordinator's frame timeout or
         // the next epoch redoes it.
         try s.set(.sendTimeout(milliseconds: 2000))
-        if let security, let key = endpoint.serverKey { try s.connectCurve(security.keys, serverKey: key) }
+        if let security, let key = endpoint.serverKey {
+            // Queue frames only on a connection whose handshake passed: a refused one would
+            // swallow them. A send with none gives up after 2 s and connects again.
+            try s.set(.immediate(true))
+            try s.connectCurve(security.keys, serverKey: key)
+        }
         try s.connect(endpoint.address)
         output = s
         outputEndpoint = endpoint

@@ -46,7 +46,7 @@ extension WorkerRegistry {
         logger.info("standby \(s.name) took over \(w.name)'s layers")
         epoch = h.epoch
         epochChanges.append("\(w.name) left; \(s.name) runs its layers")
-        for p in holders.indices where p != h.position {
+        for p in holders.indices.reversed() where p != h.position {
             guard let x = holder(p), x.isLive else { continue }
             if x.phase == .ready { x.phase = .loading }
             outbox.append((x.routingID, .shardAssignment(assignment(for: p, holders: holders, epoch: epoch))))

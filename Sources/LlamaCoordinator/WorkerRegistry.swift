@@ -347,7 +347,9 @@ final class WorkerRegistry {
         epoch &+= 1
         if let h = handover, h.epoch <= epoch { cancelHandover() }
         epochChanges.append(reason)
-        for p in holders.indices {
+        // Last stage first: each stage learns whom to let in before its previous stage,
+        // told to connect, knocks.
+        for p in holders.indices.reversed() {
             guard let w = holder(p), w.isLive else { continue }
             if w.phase == .ready { w.phase = .loading }
             outbox.append((w.routingID, .shardAssignment(assignment(for: p, holders: holders, epoch: epoch))))
