@@ -54,8 +54,9 @@ public enum JSONSchemaValue: Sendable, Equatable {
         }
     }
 
-    /// `text` as a JSON string literal.
-    static func quoted(_ text: String) -> String {
+    /// `text` as a JSON string literal: `"` and `\` escaped, control characters as `\n`,
+    /// `\t`, ... or `\u00XX`, everything else (`/` and non-ASCII included) as it is.
+    public static func quoted(_ text: String) -> String {
         var out = "\""
         for scalar in text.unicodeScalars {
             switch scalar {

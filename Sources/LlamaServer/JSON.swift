@@ -197,26 +197,9 @@ extension JSONValue {
         }
     }
 
-    /// `text` as a JSON string: `"` and `\` escaped, control characters as `\n`, `\t`, ... or
-    /// `\u00XX`; everything else (`/` and non-ASCII included) as it is.
+    /// `text` as a JSON string (the grammar module's quoting, which schemas use too).
     private static func write(string text: String, to out: inout String) {
-        out += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            case "\u{00}"..."\u{1F}":
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        out += "\""
+        out += JSONSchemaValue.quoted(text)
     }
 }
 
