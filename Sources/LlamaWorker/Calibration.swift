@@ -35,32 +35,9 @@ enum Calibration {
         }
         let file = try GGUFFile(path: path)
         let config = try LlamaConfig(gguf: file)
-        let batch = 64, history = 256
         let slice = try LayerSlice(file: file, config: config, layers: LayerRange(0, 1), maxSequences: 1,
-                                   contextLength: 512, maxBatch: batch, pool: pool)
-        var hidden = [Float](repeating: 0.1, count: batch * dim)
-        func run(_ n: Int, at position: Int) throws -> Double {
-            let start = DispatchTime.now().uptimeNanoseconds
-            try hidden.withUnsafeMutableBufferPointer { try slice.forward(hidden: $0.baseAddress!, count: n, sequence: 0, startPosition: position) }
-            return Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
-        }
-        // Fill a history, then time decode steps at its end.
-        var position = 0
-        while position < history {
-            _ = try run(batch, at: position)
-            position += batch
-            hidden = [Float](repeating: 0.1, count: batch * dim)
-        }
-        var decode = Double.infinity
-        for _ in 0..<8 {
-            decode = min(decode, try run(1, at: position))
-            position += 1
-        }
-        var prefill = Double.infinity
-        for _ in 0..<3 {
-            slice.release(sequence: 0)
-            prefill = min(prefill, try run(batch, at: 0) / Double(batch))
-        }
+                                   contextLength: 512, maxBatch: 64, pool: pool)
+        let (decode, prefill) = try slice.timePerToken(history: 256, batch: 64)
         return CalibrationResult(layerDecodeSeconds: decode, layerPrefillSeconds: prefill)
     }
 }

@@ -27,11 +27,7 @@ struct Start: AsyncParsableCommand {
     func run() async throws {
         bootstrapLogging(logLevel)
         let logger = Logger(label: "llama-coord")
-        guard let data = FileManager.default.contents(atPath: manifest), let text = String(data: data, encoding: .utf8) else {
-            throw ValidationError("cannot read the manifest \(manifest)")
-        }
-        let base = (manifest as NSString).deletingLastPathComponent
-        var m = try ClusterManifest.parse(yaml: text, baseDirectory: base.isEmpty ? "." : base)
+        var m = try loadManifest(manifest)
         // The overrides go through the manifest's own checks.
         if let control { m.controlAddress = try ClusterManifest.parseControlAddress(control) }
         if let http { (m.httpHost, m.httpPort) = try ClusterManifest.parseHTTPAddress(http) }

@@ -22,11 +22,7 @@ struct Plan: ParsableCommand {
     @Option(help: "One-way latency of each hop in milliseconds.") var hopMs = 0.1
 
     func run() throws {
-        guard let data = FileManager.default.contents(atPath: manifest), let text = String(data: data, encoding: .utf8) else {
-            throw ValidationError("cannot read the manifest \(manifest)")
-        }
-        let base = (manifest as NSString).deletingLastPathComponent
-        let m = try ClusterManifest.parse(yaml: text, baseDirectory: base.isEmpty ? "." : base)
+        let m = try loadManifest(manifest)
         let file = try GGUFFile(path: m.model)
         let config = try LlamaConfig(gguf: file)
         let layerBytes = file.tensors.filter { $0.name.hasPrefix("blk.0.") }.reduce(0) { $0 + $1.byteCount }
@@ -76,31 +72,12 @@ struct Plan: ParsableCommand {
         return out
     }
 
-    /// Seconds one of the model's layers takes for one decoded token after a 256-token history,
-    /// at `threads` threads (the best of eight steps).
+    /// Seconds one of the model's layers takes for one decoded token after a history of up
+    /// to 256 positions, at `threads` threads.
     static func timeOneLayer(file: GGUFFile, config: LlamaConfig, threads: Int) throws -> Double {
-        let pool = ThreadPool(threadCount: threads)
-        let batch = 64
+        let context = min(512, config.contextLength), batch = 64
         let slice = try LayerSlice(file: file, config: config, layers: LayerRange(0, 1), maxSequences: 1,
-                                   contextLength: min(512, config.contextLength), maxBatch: batch, pool: pool)
-        var hidden = [Float](repeating: 0.1, count: batch * config.dim)
-        func step(_ n: Int, at position: Int) throws -> Double {
-            let start = DispatchTime.now().uptimeNanoseconds
-            try hidden.withUnsafeMutableBufferPointer { try slice.forward(hidden: $0.baseAddress!, count: n, sequence: 0, startPosition: position) }
-            return Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
-        }
-        var position = 0
-        let history = min(256, min(512, config.contextLength) - 16)
-        while position + batch <= history {
-            _ = try step(batch, at: position)
-            position += batch
-            for i in hidden.indices { hidden[i] = 0.1 }
-        }
-        var best = Double.infinity
-        for _ in 0..<8 {
-            best = min(best, try step(1, at: position))
-            position += 1
-        }
-        return best
+                                   contextLength: context, maxBatch: batch, pool: ThreadPool(threadCount: threads))
+        return try slice.timePerToken(history: min(256, max(0, context - 16) / batch * batch), batch: batch).decode
     }
 }

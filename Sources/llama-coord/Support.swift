@@ -4,7 +4,9 @@ import Glibc
 import Darwin
 #endif
 
+import ArgumentParser
 import Foundation
+import LlamaCoordinator
 
 /// Writes to standard error.
 func printErr(_ s: String, terminator: String = "\n") {
@@ -28,4 +30,13 @@ func formatBytes(_ n: Int) -> String {
     var v = Double(n), u = 0
     while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
     return u == 0 ? "\(n) B" : String(format: "%.2f %@", v, units[u])
+}
+
+/// The manifest at `path`, its relative paths resolved against its directory.
+func loadManifest(_ path: String) throws -> ClusterManifest {
+    guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+        throw ValidationError("cannot read the manifest \(path)")
+    }
+    let base = (path as NSString).deletingLastPathComponent
+    return try ClusterManifest.parse(yaml: text, baseDirectory: base.isEmpty ? "." : base)
 }

@@ -1,4 +1,5 @@
 import LlamaCoordinator
+import TestSupport
 import Testing
 
 /// The placement preview: the split equal-time placement gives, checked against a brute-force
@@ -21,7 +22,7 @@ struct PlacementPlanTests {
 
     @Test("balance finds the brute-force optimum on random stage costs and memory", arguments: 0..<40)
     func balanceIsOptimal(_ seed: Int) {
-        var rng = SplitMix(seed: UInt64(seed) &+ 17)
+        var rng = SeededGenerator(seed: UInt64(seed) &+ 17)
         let stages = 2 + Int(rng.next() % 3)
         let layers = stages + Int(rng.next() % 14)
         let costs = (0..<stages).map { _ in 0.5 + Double(rng.next() % 1000) / 250 }
@@ -64,18 +65,5 @@ struct PlacementPlanTests {
                                 speed: ["a": .init(secondsPerLayer: ms), "b": .init(secondsPerLayer: ms), "c": .init(secondsPerLayer: 2 * ms)],
                                 memory: ["b": 5 << 20, "c": 64 << 20], hopSeconds: 0)
         #expect(capped.stages.map(\.layers) == [0..<4, 4..<9, 9..<16])
-    }
-}
-
-/// A small deterministic generator for test inputs.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

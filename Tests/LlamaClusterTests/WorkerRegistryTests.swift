@@ -247,4 +247,23 @@ struct WorkerRegistryTests {
                            at: 0.2, key: "KB")
         #expect(hb.map(\.0) == ["b@2222#hb"])
     }
+
+    @Test("with security, garbage routing ids are refused and change nothing", arguments: [
+        "", "@", "@KA", "#hb", "@#hb", "a", "a#hb", "a@", "zz@1111", "a\u{0}@1", String(repeating: "a", count: 300),
+    ])
+    func garbageRoutingIDs(_ identity: String) {
+        let r = Self.registry([.init(name: "a", key: "KA"), .init(name: "b", key: "KB")], securityKey: "coord.key")
+        _ = Self.bringUp(r, [], at: 0)
+        Self.send(r, "a@1111", Self.join("a"), at: 0, key: "KA")
+        let routing = r.record("a")?.routingID
+        // Every message kind from a peer without the key of the name its routing id claims.
+        for message in [Self.join("a"), .heartbeat(Heartbeat(sequence: 1, unixTimeNanos: 0, tokensProcessed: 9, busySeconds: 1)),
+                        .ready(Ready(layerBegin: 0, layerEnd: 4, residentBytes: 0, epoch: 1))] {
+            let out = Self.send(r, identity, message, at: 0.1, key: "KB")
+            #expect(out.isEmpty, "\(identity.debugDescription): \(out.map(\.0))")
+        }
+        #expect(r.record("a")?.routingID == routing)
+        #expect(r.record("a")?.tokensProcessed == 0)
+        #expect(r.refusals.count == 3)
+    }
 }

@@ -1,3 +1,4 @@
+import TestSupport
 import LlamaGrammar
 
 // MARK: - Sampling with random logits
