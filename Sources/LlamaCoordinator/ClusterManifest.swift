@@ -161,8 +161,13 @@ public struct ClusterManifest: Sendable, Equatable {
         }
         if let spec = try fields.optionalMapping("speculative") {
             var sp = Fields(spec, path: "speculative.")
-            m.speculative = SpeculativeSettings(ngram: try sp.optionalInt("ngram", range: 1...32) ?? 3,
-                                                maxDraft: try sp.optionalInt("draft", range: 1...64) ?? 8)
+            m.speculative = SpeculativeSettings(ngram: try sp.optionalInt("ngram", range: 0...32) ?? 3,
+                                                maxDraft: try sp.optionalInt("draft", range: 1...64) ?? 8,
+                                                draftModel: try sp.optionalString("model").map(resolve),
+                                                draftMinProbability: Float(try sp.optionalDouble("p_min", range: 0...1) ?? 0.75))
+            if m.speculative!.ngram == 0 && m.speculative!.draftModel == nil {
+                throw ManifestError(field: "speculative.ngram", reason: "0 turns prompt lookup off, so `speculative.model` (a draft model) is needed")
+            }
             try sp.rejectUnknown()
         }
         m.insecure = try fields.optionalBool("insecure") ?? false

@@ -79,7 +79,9 @@ public final class Coordinator: CompletionBackend, Sendable {
             settings: .init(slotCount: manifest.maxSequences, batchTokens: manifest.batch,
                             maxInFlight: manifest.framesInFlight ?? max(manifest.stages.count, 1),
                             contextLength: contextLength, speculative: manifest.speculative),
-            tokenizer: tokenizer, metrics: ServingMetrics(factory: metrics), logger: logger)
+            tokenizer: tokenizer, metrics: ServingMetrics(factory: metrics), logger: logger,
+            drafter: try manifest.speculative?.makeDrafter(target: tokenizer.vocabulary, slots: manifest.maxSequences,
+                                                           contextLength: contextLength))
         frontend = ServingFrontend(limits: JobLimits(contextLength: contextLength, vocabularySize: config.vocabSize,
                                                      slotCount: manifest.maxSequences),
                                    maxQueue: manifest.maxQueue, wake: t.waker)

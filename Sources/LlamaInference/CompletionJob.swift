@@ -26,7 +26,7 @@ public struct CompletionJob: Sendable {
     public var grammar: Grammar?
     /// Reuse the longest prefix of the prompt already in a free slot's cache (`cache_prompt`).
     public var cachePrompt: Bool
-    /// Draft tokens by prompt lookup when the backend has speculative decoding (`speculative`).
+    /// Draft tokens (prompt lookup or a draft model) when the backend has speculative decoding (`speculative`).
     public var speculative: Bool
 
     public init(promptTokens: [Int32], parameters: SamplingParameters = SamplingParameters(), maxTokens: Int? = 16,

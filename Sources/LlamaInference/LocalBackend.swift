@@ -62,7 +62,9 @@ public final class LocalBackend: CompletionBackend, @unchecked Sendable {
         self.logger = logger
         core = ServingCore(settings: .init(slotCount: options.slots, batchTokens: options.batch, maxInFlight: 1,
                                            contextLength: context, speculative: options.speculative),
-                           tokenizer: tokenizer, metrics: metrics, logger: logger)
+                           tokenizer: tokenizer, metrics: metrics, logger: logger,
+                           drafter: try options.speculative?.makeDrafter(target: tokenizer.vocabulary, slots: options.slots,
+                                                                         contextLength: context))
         let condition = self.condition
         let box = WakeFlag()
         frontend = ServingFrontend(limits: JobLimits(contextLength: context, vocabularySize: config.vocabSize,

@@ -73,8 +73,13 @@ public final class ServingCore {
     public var frameTimeoutBase = Double.infinity
     public var frameTimeoutPerToken = 0.0
 
-    public init(settings: Settings, tokenizer: LlamaTokenizer, metrics: ServingMetrics, logger: Logger) {
+    /// Drafts tokens with a small model when speculation is on (nil: prompt lookup only).
+    let drafter: ModelDrafter?
+
+    public init(settings: Settings, tokenizer: LlamaTokenizer, metrics: ServingMetrics, logger: Logger,
+                drafter: ModelDrafter? = nil) {
         self.settings = settings
+        self.drafter = drafter
         self.tokenizer = tokenizer
         self.metrics = metrics
         self.logger = logger
@@ -194,7 +199,9 @@ public final class ServingCore {
         if let spec = settings.speculative, s.request.job.speculative, budget > 1 {
             let remaining = (s.request.job.maxTokens ?? settings.contextLength) - s.generation.generated
             let room = min(budget - 1, settings.contextLength - n, remaining - 1)
+            // Prompt lookup first (free); the draft model when the sequence's history has no match.
             draft = spec.draft(s.tokens, limit: room)
+            if draft.isEmpty, let drafter { draft = drafter.draft(slot: s.slot, tokens: s.tokens, limit: min(room, spec.maxDraft)) }
         }
         append(s, token: s.tokens[n - 1], position: n - 1, logits: true, to: &batch)
         for (j, t) in draft.enumerated() { append(s, token: t, position: n + j, logits: true, to: &batch) }

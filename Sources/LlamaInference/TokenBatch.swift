@@ -1,3 +1,5 @@
+import LlamaTokenizer
+
 /// One frame of work for the pipeline: cache operations to apply first, then tokens, each
 /// with its sequence (KV-cache slot) and position.
 public struct TokenBatch: Sendable, Equatable {
@@ -38,16 +40,32 @@ public struct CacheCopy: Sendable, Equatable {
     }
 }
 
-/// Speculative decoding by prompt lookup: the tokens that followed the last earlier
-/// occurrence of the sequence's final `ngram` tokens are drafted, at most `maxDraft` of them,
-/// and checked by the model in one frame.
+/// Speculative decoding: drafted tokens are checked by the model in one frame. Drafts come
+/// from prompt lookup (the tokens that followed the last earlier occurrence of the
+/// sequence's final `ngram` tokens; 0: off) and, when that finds nothing and `draftModel`
+/// is set, from a small model with the same vocabulary (``ModelDrafter``); at most
+/// `maxDraft` tokens at once.
 public struct SpeculativeSettings: Sendable, Equatable {
     public var ngram: Int
     public var maxDraft: Int
+    /// A draft GGUF run on the scheduler's host (nil: prompt lookup only).
+    public var draftModel: String?
+    /// The draft model stops drafting when its own probability of a token is below this.
+    public var draftMinProbability: Float
 
-    public init(ngram: Int = 3, maxDraft: Int = 8) {
+    public init(ngram: Int = 3, maxDraft: Int = 8, draftModel: String? = nil, draftMinProbability: Float = 0.75) {
         self.ngram = ngram
         self.maxDraft = maxDraft
+        self.draftModel = draftModel
+        self.draftMinProbability = draftMinProbability
+    }
+
+    /// Opens the draft model, if any, for `slots` sequences of `contextLength` positions.
+    public func makeDrafter(target: Vocabulary, slots: Int, contextLength: Int) throws -> ModelDrafter? {
+        try draftModel.map {
+            try ModelDrafter(path: $0, target: target, slots: slots, contextLength: contextLength,
+                             minProbability: draftMinProbability)
+        }
     }
 
     /// Up to `maxDraft` tokens continuing `tokens` by its own history, or none.

@@ -178,3 +178,26 @@ struct SplitMix64 {
     @inline(__always)
     mutating func nextUnitFloat() -> Float { Float(next() >> 40) * (1 / Float(1 << 24)) }
 }
+
+/// Writes the model of `file` cut to its first `layers` layers (embedding, final norm and
+/// output head kept): a draft model with the same vocabulary for speculative decoding that
+/// agrees with the whole model where its early layers already decide.
+public func writeFirstLayers(of file: GGUFFile, layers: Int, to path: String) throws {
+    let config = try LlamaConfig(gguf: file)
+    guard layers >= 1, layers < config.layerCount else {
+        throw ModelError.invalidConfig(key: "llama.block_count",
+                                       reason: "cannot keep \(layers) of the model's \(config.layerCount) layers (1...\(config.layerCount - 1))")
+    }
+    let writer = GGUFWriter(alignment: file.alignment)
+    for key in file.metadataKeys where key != "general.alignment" {
+        writer.set(key, key == "llama.block_count" ? .uint32(UInt32(layers)) : file.metadata[key]!)
+    }
+    if let name = file.metadata["general.name"]?.string { writer.set("general.name", .string("\(name) (first \(layers) layers)")) }
+    for t in file.tensors {
+        if t.name.hasPrefix("blk."), let n = Int(t.name.dropFirst(4).prefix { $0.isNumber }), n >= layers { continue }
+        writer.addTensor(name: t.name, type: t.type, shape: t.shape) { out in
+            out.copyMemory(from: file.data(for: t))
+        }
+    }
+    try writer.write(to: path)
+}

@@ -21,6 +21,7 @@ struct Start: AsyncParsableCommand {
     @Option(help: "Cluster manifest (YAML).") var manifest: String
     @Option(help: "Override the manifest's coordinator.control address, tcp://HOST:PORT.") var control: String?
     @Option(help: "Override the manifest's coordinator.http address, HOST:PORT.") var http: String?
+    @OptionGroup var draft: DraftModelOptions
     @OptionGroup var endpoint: EndpointOptions
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel = "info"
 
@@ -31,6 +32,7 @@ struct Start: AsyncParsableCommand {
         // The overrides go through the manifest's own checks.
         if let control { m.controlAddress = try ClusterManifest.parseControlAddress(control) }
         if let http { (m.httpHost, m.httpPort) = try ClusterManifest.parseHTTPAddress(http) }
+        m.speculative = try draft.apply(to: m.speculative)
         let apiKeys = try endpoint.apiKeys(manifestFile: m.apiKeysFile)
         try m.checkBindings(hasAPIKeys: !apiKeys.isEmpty)
         let keys = try m.securityKey.map { try CurveKeyPair.load(secretKeyFile: $0) }
@@ -63,6 +65,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Most requests waiting for a slot.") var maxQueue = 256
     @Option(help: "Speculative decoding by prompt lookup: match length (0: off).") var draftNgram = 0
     @Option(help: "Most tokens drafted at once.") var draftMax = 8
+    @OptionGroup var draft: DraftModelOptions
     @Option(help: "Seconds SIGTERM waits for running requests.") var drainTimeout = 30.0
     @Flag(help: "Allow a non-loopback address without API keys.") var insecure = false
     @OptionGroup var endpoint: EndpointOptions
@@ -80,13 +83,41 @@ struct Serve: AsyncParsableCommand {
         let backend = try LocalBackend(
             modelPath: model,
             options: .init(threads: threads, slots: slots, contextLength: ctx, batch: batch, kvCache: kvCache, maxQueue: maxQueue,
-                           speculative: draftNgram > 0 ? SpeculativeSettings(ngram: draftNgram, maxDraft: draftMax) : nil),
+                           speculative: try draft.apply(to: draftNgram > 0 ? SpeculativeSettings(ngram: draftNgram, maxDraft: draftMax) : nil,
+                                                        maxDraft: draftMax)),
             metrics: ServingMetrics(factory: PrometheusMetricsFactory(registry: registry)), logger: logger)
         backend.start()
         logger.info("serving \(model) on \(endpoint.tlsCert == nil ? "http" : "https")://\(host):\(port)")
         let server = LlamaHTTPServer(backend: backend, host: host, port: port, options: try endpoint.serverOptions(apiKeys: apiKeys),
                                      metrics: registry, logger: Logger(label: "llama-coord.http"))
         try await serve(server, drain: { await backend.drain(timeout: drainTimeout) }, stop: { backend.shutdown() }, logger: logger)
+    }
+}
+
+// MARK: - Draft model
+
+/// `--draft-model` for `start` and `serve` (llama-server's `--model-draft`).
+struct DraftModelOptions: ParsableArguments {
+    @Option(help: "A small GGUF with the model's vocabulary that drafts tokens for speculative decoding on this host.")
+    var draftModel: String?
+    @Option(help: "The draft model stops at a token it gives less than this probability (default 0.75).")
+    var draftPMin: Float?
+
+    /// `settings` with the draft model set; speculation by the draft model alone when
+    /// `settings` is nil.
+    func apply(to settings: SpeculativeSettings?, maxDraft: Int = 8) throws -> SpeculativeSettings? {
+        if let draftPMin, !(0...1).contains(draftPMin) { throw ValidationError("--draft-p-min \(draftPMin) is not in 0...1") }
+        guard let draftModel else {
+            if draftPMin != nil { throw ValidationError("--draft-p-min needs --draft-model") }
+            return settings
+        }
+        guard FileManager.default.isReadableFile(atPath: draftModel) else {
+            throw ValidationError("--draft-model \(draftModel): no readable file there")
+        }
+        var s = settings ?? SpeculativeSettings(ngram: 0, maxDraft: maxDraft)
+        s.draftModel = draftModel
+        if let draftPMin { s.draftMinProbability = draftPMin }
+        return s
     }
 }
 

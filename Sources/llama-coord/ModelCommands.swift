@@ -180,6 +180,24 @@ struct Perplexity: ParsableCommand {
     }
 }
 
+// MARK: - first-layers
+
+struct FirstLayers: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "first-layers",
+        abstract: "Write a model cut to its first layers: a draft model with the same vocabulary (--draft-model).")
+
+    @Option(help: "GGUF model file.") var model: String
+    @Option(help: "Layers to keep, from the first.") var layers: Int
+    @Option(help: "Output GGUF file.") var out: String
+
+    func run() throws {
+        guard out != model else { throw ValidationError("--out must differ from --model") }
+        try writeFirstLayers(of: try GGUFFile(path: model), layers: layers, to: out)
+        print("wrote \(out): the first \(layers) layers of \(model)")
+    }
+}
+
 // MARK: - synth
 
 struct Synth: ParsableCommand {

@@ -1,4 +1,6 @@
 import Foundation
+import GGUF
+import LlamaModel
 import LlamaCoordinator
 import LlamaInference
 import LlamaSampling
@@ -32,6 +34,36 @@ struct ClusterSpeculativeTests {
         let jobs: [([Int32], Int)] = prompts.flatMap { p -> [([Int32], Int)] in [(p, 40), (p + [Int32(29871)], 40)] }
         let together = try await spec.completeAloneThenTogether(jobs)
         #expect(together.alone == together.together)
+        try waitUntil("the draft counters", timeout: 5) { spec.coordinator.counters().draftedTokens > 0 }
+        let counters = spec.coordinator.counters()
+        #expect(counters.acceptedDraftTokens > 0 && counters.acceptedDraftTokens < counters.draftedTokens,
+                "\(counters.acceptedDraftTokens) of \(counters.draftedTokens) drafted tokens accepted")
+    }
+}
+
+extension ClusterSpeculativeTests {
+    @Test("three workers with a draft model on the coordinator: the text of the cluster without speculation")
+    func pipelineDraftModel() async throws {
+        let directory = try TemporaryDirectory()
+        let draft = directory.file("draft.gguf")
+        try writeFirstLayers(of: try GGUFFile(path: Repo.demoModel), layers: 2, to: draft)
+        let plain = try TestCluster(workers: ["w1", "w2", "w3"])
+        defer { plain.stop() }
+        let spec = try TestCluster(workers: ["w1", "w2", "w3"],
+                                   speculative: SpeculativeSettings(ngram: 0, maxDraft: 5, draftModel: draft, draftMinProbability: 0.3))
+        defer { spec.stop() }
+        for c in [plain, spec] {
+            for w in ["w1", "w2", "w3"] { try c.startWorker(w) }
+            try c.waitReady()
+        }
+        for text in ["The os module provides", "Q: What is the meaning of life?\nA:"] {
+            let prompt = plain.coordinator.tokenize(text, addBOS: true)
+            for parameters in [SamplingParameters.greedy, .seeded(11)] {
+                let a = try await plain.complete(prompt, maxTokens: 48, parameters: parameters)
+                let b = try await spec.complete(prompt, maxTokens: 48, parameters: parameters)
+                #expect(a == b, "\(parameters)")
+            }
+        }
         try waitUntil("the draft counters", timeout: 5) { spec.coordinator.counters().draftedTokens > 0 }
         let counters = spec.coordinator.counters()
         #expect(counters.acceptedDraftTokens > 0 && counters.acceptedDraftTokens < counters.draftedTokens,

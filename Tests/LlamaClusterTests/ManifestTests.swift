@@ -2,6 +2,7 @@ import TestSupport
 import ClusterTransport
 import Foundation
 import LlamaCoordinator
+import LlamaInference
 import Testing
 
 @Suite("Cluster manifest")
@@ -76,6 +77,11 @@ struct ManifestTests {
         ("model: m\ncoordinator: { http: \"0.0.0.0:99999\" }\nworkers: [{ name: a }]", "coordinator.http"),
         ("model: m\ncontext: 4096\nworkers: [{ name: a, layers: \"10-19\" }, { name: b, layers: \"0-9\" }]", "workers[1].layers"),
         ("model: m\nworkerz: []\nworkers: [{ name: a }]", "workerz"),
+        ("model: m\nspeculative: { ngram: 0 }\nworkers: [{ name: a }]", "speculative.ngram"),
+        ("model: m\nspeculative: { ngram: 33 }\nworkers: [{ name: a }]", "speculative.ngram"),
+        ("model: m\nspeculative: { model: d.gguf, p_min: 1.5 }\nworkers: [{ name: a }]", "speculative.p_min"),
+        ("model: m\nspeculative: { draft: 0 }\nworkers: [{ name: a }]", "speculative.draft"),
+        ("model: m\nspeculative: { modle: d.gguf }\nworkers: [{ name: a }]", "speculative.modle"),
         ("[1, 2, 3]", ""),
         ("model: [unclosed", ""),
     ])
@@ -88,6 +94,16 @@ struct ManifestTests {
         } catch {
             Issue.record("unexpected error \(error)")
         }
+    }
+
+    @Test("speculative: prompt lookup, a draft model beside the manifest, or both")
+    func speculative() throws {
+        let lookup = try ClusterManifest.parse(yaml: "model: m\nspeculative: { ngram: 3, draft: 8 }\nworkers: [{ name: a }]")
+        #expect(lookup.speculative == SpeculativeSettings(ngram: 3, maxDraft: 8))
+        let draft = try ClusterManifest.parse(yaml: "model: m\nspeculative: { ngram: 0, model: small.gguf, p_min: 0.5 }\nworkers: [{ name: a }]",
+                                              baseDirectory: "/srv/llama")
+        #expect(draft.speculative == SpeculativeSettings(ngram: 0, maxDraft: 8, draftModel: "/srv/llama/small.gguf", draftMinProbability: 0.5))
+        #expect(try ClusterManifest.parse(yaml: "model: m\nworkers: [{ name: a }]").speculative == nil)
     }
 
     @Test("ranges must cover the model")
