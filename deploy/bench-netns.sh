@@ -1,41 +1,63 @@
 #!/usr/bin/env bash
 # A cluster across network namespaces: the coordinator and three workers each in its own
-# namespace, joined by veth pairs to a bridge, every host's link delayed with tc netem. For
-# each delay, with speculation off and on (alternating, a fresh cluster each time), prints
-# one stream's and eight streams' decode tokens/s next to the single-stream bound (every
-# stage's measured time per token plus four hops of the delay).
+# namespace, joined by veth pairs to a bridge, every one-way hop between hosts delayed by the
+# same time. For each delay, with speculation off and on (alternating, a fresh cluster each
+# time), prints one stream's and eight streams' decode tokens/s next to the single-stream
+# bound without speculation (every stage's measured time per token plus four hops of the
+# delay; speculation can beat it, several tokens per round).
 #
-#   sudo deploy/bench-netns.sh [MODEL] [GEN_TOKENS]        DELAYS="0.5 2 5" (ms per hop)
+#   sudo deploy/bench-netns.sh [MODEL] [GEN_TOKENS]        DELAYS="0 0.5 2 5" (ms per hop)
 #
-# Needs root, iproute2 (ip, tc) and the release binaries (swift build -c release). Removes
-# every namespace and process it made, also when interrupted. The bench prompt repeats a
+# The delay: tc netem on every host's link where the kernel has sch_netem; otherwise
+# deploy/delay-relay.py, a userspace relay in every host's namespace that an iptables nat
+# OUTPUT rule hands each TCP connection to another host, and that holds every byte for the
+# delay in both directions (the table header says which). The relay costs a little even at
+# 0 ms: the 0 row shows it. Connection setup is not delayed by the relay, only the bytes.
+#
+# Needs root, iproute2 (ip, tc), python3 and iptables (for the relay) and the release
+# binaries (swift build -c release). Removes every namespace, relay and process it made (the
+# iptables rules live in the namespaces), also when interrupted. The bench prompt repeats a
 # sentence, so prompt lookup finds drafts; ordinary text drafts far less.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
 MODEL="$(realpath "${1:-models/demo/llama-cluster-demo.q8_0.gguf}")"
 GEN="${2:-64}"
-DELAYS="${DELAYS:-0.5 2 5}"
+DELAYS="${DELAYS:-0 0.5 2 5}"
 BIN="$(/opt/swift/usr/bin/swift build -c release --show-bin-path)"
 S="$(printf %04x $((RANDOM)))"
 HUB="lcb$S-hub"
 HOSTS=(coord w1 w2 w3)
 WORK="$(mktemp -d)"
 pids=()
+relay_pids=()
+FG=""  # the bench running now: in the background, waited on, so a signal is handled at once
+RELAY_PORT=15001
+RELAY_MARK=0x4c43   # the relay's own connections carry it, and the redirect spares them
 ns() { echo "lcb$S-$1"; }
 addr() { echo "10.214.$((0x${S:0:2} % 200)).$(( $1 + 1 ))"; }
-stop_cluster() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    pids=()
+SUBNET="$(addr -1)/24"
+stop() {  # pids: SIGTERM, and SIGKILL for any still there after 5 s (a worker whose
+          # coordinator is gone can wait its whole leave timeout)
+    [ $# -gt 0 ] || return 0
+    kill "$@" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$@" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$@" 2>/dev/null || true
+    for p in "$@"; do wait "$p" 2>/dev/null || true; done
 }
+stop_cluster() { stop "${pids[@]}"; pids=(); }
+stop_relays() { stop "${relay_pids[@]}"; relay_pids=(); }
 cleanup() {
+    if [ -n "$FG" ]; then stop "$FG"; fi
     stop_cluster
+    stop_relays
     for h in "${HOSTS[@]}"; do ip netns del "$(ns "$h")" 2>/dev/null || true; done
     ip netns del "$HUB" 2>/dev/null || true
     rm -rf "$WORK"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 ip netns add "$HUB"
 ip -n "$HUB" link add br0 type bridge
@@ -50,16 +72,50 @@ for i in "${!HOSTS[@]}"; do
     ip -n "$HUB" link set "h$i$S" master br0
     ip -n "$HUB" link set "h$i$S" up
 done
-# tc netem needs the kernel's sch_netem; without it the links run without added delay.
-NETEM=1
+# tc netem needs the kernel's sch_netem; without it every host's outgoing TCP connections to
+# the others go through deploy/delay-relay.py in its own namespace (the relay's connections,
+# marked, are spared; so are a host's connections to itself).
+METHOD=netem
 for i in "${!HOSTS[@]}"; do
-    ip netns exec "$(ns "${HOSTS[$i]}")" tc qdisc add dev "e$i$S" root netem delay 0ms 2>/dev/null || NETEM=0
+    ip netns exec "$(ns "${HOSTS[$i]}")" tc qdisc add dev "e$i$S" root netem delay 0ms 2>/dev/null || METHOD=relay
 done
-if [ "$NETEM" = 0 ]; then
-    echo "tc netem is not available on this kernel (no sch_netem): measuring without added delay" >&2
-    DELAYS=0
+if [ "$METHOD" = relay ]; then
+    PY="$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null)" && command -v iptables >/dev/null ||
+        { echo "tc netem unavailable, and the relay needs python3 and iptables (apt-get install iptables)" >&2; exit 1; }
+    echo "tc netem unavailable: delay added by deploy/delay-relay.py on every TCP connection between namespaces" >&2
+    for i in "${!HOSTS[@]}"; do
+        n="$(ns "${HOSTS[$i]}")"
+        ip netns exec "$n" iptables -t nat -A OUTPUT -p tcp -m mark --mark "$RELAY_MARK" -j RETURN
+        ip netns exec "$n" iptables -t nat -A OUTPUT -p tcp -d "$(addr "$i")" -j RETURN
+        ip netns exec "$n" iptables -t nat -A OUTPUT -p tcp -d "$SUBNET" -j REDIRECT --to-ports "$RELAY_PORT"
+    done
 fi
 COORD="$(addr 0)"
+
+start_relays() {  # delay ms: one relay in every host's namespace
+    for h in "${HOSTS[@]}"; do
+        ip netns exec "$(ns "$h")" "$PY" deploy/delay-relay.py --port "$RELAY_PORT" --delay-ms "$1" \
+            --mark "$RELAY_MARK" >"$WORK/relay-$h.log" 2>&1 & relay_pids+=($!)
+    done
+    for h in "${HOSTS[@]}"; do
+        for _ in $(seq 100); do grep -q listening "$WORK/relay-$h.log" 2>/dev/null && continue 2; sleep 0.05; done
+        echo "delay relay in $h did not start:" >&2; cat "$WORK/relay-$h.log" >&2; exit 1
+    done
+}
+
+# Stops the relays; each has logged how many connections it relayed. Every worker connects
+# to the coordinator, so a worker's relay that saw none means the redirect did not work.
+finish_relays() {
+    stop_relays
+    for h in "${HOSTS[@]}"; do
+        ! grep -q Traceback "$WORK/relay-$h.log" || { echo "the relay in $h hit an error:" >&2; cat "$WORK/relay-$h.log" >&2; }
+    done
+    for h in w1 w2 w3; do
+        grep -Eq 'stopped: [1-9][0-9]* connections' "$WORK/relay-$h.log" || {
+            echo "no connection from $h went through its relay: the iptables redirect did not work; measured delays are wrong" >&2
+            cat "$WORK/relay-$h.log" >&2; exit 1; }
+    done
+}
 
 start_cluster() {  # speculation on|off
     local manifest="$WORK/cluster-$1.yaml"
@@ -84,30 +140,57 @@ start_cluster() {  # speculation on|off
     echo "cluster not ready; logs:" >&2; tail -n 5 "$WORK"/*.log >&2; exit 1
 }
 
-bench() {  # concurrency -> JSON
-    ip netns exec "$(ns coord)" "$BIN/llama-coord" bench --endpoint http://127.0.0.1:8080 --model "$MODEL" \
+bench() {  # concurrency -> JSON on stdout (exec: run in the background, its pid is the bench's)
+    exec ip netns exec "$(ns coord)" "$BIN/llama-coord" bench --endpoint http://127.0.0.1:8080 --model "$MODEL" \
         --prompt-tokens 64 --gen-tokens "$GEN" --concurrency "$1" --repetitions 3 --json
 }
 
 echo "model $MODEL, coordinator + 3 workers (1 thread each) in namespaces, $GEN tokens per stream"
+if [ "$METHOD" = netem ]; then
+    echo "delay per one-way hop: tc netem on every host's link"
+else
+    echo "delay per one-way hop: deploy/delay-relay.py on every TCP connection between hosts (no sch_netem here)"
+fi
 printf "%-9s %-12s %12s %12s %10s %22s\n" "delay ms" "speculation" "1 stream" "8 streams" "8 / 1" "1-stream bound tok/s"
 for d in $DELAYS; do
-    if [ "$NETEM" = 1 ]; then
+    if [ "$METHOD" = netem ]; then
         for i in "${!HOSTS[@]}"; do ip netns exec "$(ns "${HOSTS[$i]}")" tc qdisc change dev "e$i$S" root netem delay "${d}ms"; done
+    else
+        start_relays "$d"
     fi
+    rm -f "$WORK/stages.json"  # the stage times of the run without speculation, for both rows' bound
     for spec in off on; do
         start_cluster "$spec"
-        one="$(bench 1)"; eight="$(bench 8)"
+        bench 1 >"$WORK/one.json" & FG=$!; wait "$FG"
+        if [ "$spec" = off ]; then
+            # Each worker's tokens/s reaches the coordinator with its heartbeat (every 0.5 s; a
+            # rate needs 10 ms of work): let the last ones of the one-stream run arrive first.
+            sleep 1.2 & FG=$!; wait "$FG"
+            ip netns exec "$(ns coord)" curl -sf http://127.0.0.1:8080/status >"$WORK/status.json"
+        fi
+        bench 8 >"$WORK/eight.json" & FG=$!; wait "$FG"; FG=""
         stop_cluster
-        python3 - "$d" "$spec" "$one" "$eight" <<'PY'
-import json, sys
-d, spec = float(sys.argv[1]), sys.argv[2]
-one, eight = json.loads(sys.argv[3]), json.loads(sys.argv[4])
+        python3 - "$d" "$spec" "$WORK/one.json" "$WORK/eight.json" "$WORK/status.json" "$WORK/stages.json" <<'PY'
+import json, os, sys
+# A token without speculation crosses four hops (coordinator -> w1 -> w2 -> w3 -> coordinator),
+# each one-way hop delayed d ms (netem on the sender's link, or the connection's one relay,
+# which delays both directions), and waits for every stage's compute: the bound is
+# 1 / (sum of stage seconds per token + 4 d). Speculation verifies several tokens a round and
+# can beat it; its rows show the bound of the run without it (its own stage times are per
+# token of batched verification, which is not the same thing).
+d, spec, status, saved = float(sys.argv[1]), sys.argv[2], sys.argv[5], sys.argv[6]
+one, eight = json.load(open(sys.argv[3])), json.load(open(sys.argv[4]))
 r1 = one["aggregate_decode_tokens_per_second"]["mean"]
 r8 = eight["aggregate_decode_tokens_per_second"]["mean"]
-stages = [w.get("seconds_per_hop") for w in one["workers"]]
-bound = "-" if None in stages or not stages else f"{1 / (sum(stages) + 4 * d / 1000):.1f}"
+if spec == "off":
+    stages = [1 / w["tokens_per_second"] if w.get("tokens_per_second") else None for w in json.load(open(status))["workers"]]
+    with open(saved, "w") as f:
+        json.dump(stages, f)
+else:
+    stages = json.load(open(saved)) if os.path.exists(saved) else None
+bound = "-" if not stages or None in stages else f"{1 / (sum(stages) + 4 * d / 1000):.1f}"
 print(f"{d:<9g} {spec:<12s} {r1:12.1f} {r8:12.1f} {r8 / r1:10.2f} {bound:>22s}")
 PY
     done
+    [ "$METHOD" = netem ] || finish_relays
 done
