@@ -109,31 +109,33 @@ LK_INLINE void lk_q4_0x8_unpack(const uint8_t *W, size_t ws, int64_t i, __m256i 
 // Position of block i's entry in the activation row's scale and correction arrays.
 LK_INLINE int64_t lk_q8_act_at(int64_t i) { return (i / 16) * 16 + (i % 4) * 4 + (i % 16) / 4; }
 
-// Rows r..r+7 times activation rows 0..RN-1 (RN <= 4).
-LK_INLINE void lk_q4_0x8_rows(int RN, const uint8_t *W, size_t ws, int64_t n, const uint8_t *xq, size_t xs,
+// Rows r..r+7 times activation rows 0..nrows-1 (nrows <= LK_Q4_0X8_COLS): each block of the
+// eight rows is unpacked once for all of them; their accumulators live in L1 between blocks.
+#define LK_Q4_0X8_COLS 16
+LK_INLINE void lk_q4_0x8_rows(int nrows, const uint8_t *W, size_t ws, int64_t n, const uint8_t *xq, size_t xs,
                               float *out, int64_t os) {
     const int64_t nb = n / 32;
     const __m256i ones = _mm256_set1_epi16(1);
-    const int32_t *corr[4];
-    for (int b = 0; b < RN; b++) corr[b] = (const int32_t *)(xq + (size_t)b * xs + lk_q8_act_corr4_offset(n));
-    __m256 acc[4];
-    for (int b = 0; b < RN; b++) acc[b] = _mm256_setzero_ps();
+    const int32_t *corr = (const int32_t *)(xq + lk_q8_act_corr4_offset(n));
+    __m256 acc[LK_Q4_0X8_COLS];
+    for (int b = 0; b < nrows; b++) acc[b] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         __m256i g[8];
         __m256 dw;
         lk_q4_0x8_unpack(W, ws, i, g, &dw);
         const int64_t at = lk_q8_act_at(i);
-        for (int b = 0; b < RN; b++) {
+        for (int b = 0; b < nrows; b++) {
             const lk_block_q8_0 *y = (const lk_block_q8_0 *)(xq + (size_t)b * xs) + i;
             __m256i s = _mm256_maddubs_epi16(g[0], _mm256_set1_epi32(lk_load_i32(y->qs)));
             for (int k = 1; k < 8; k++)
                 s = _mm256_add_epi16(s, _mm256_maddubs_epi16(g[k], _mm256_set1_epi32(lk_load_i32(y->qs + 4 * k))));
-            __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(corr[b][at]));
+            const int32_t c = *(const int32_t *)((const uint8_t *)(corr + at) + (size_t)b * xs);
+            __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(c));
             __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(lk_h2f(y->d)));
             acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[b]);
         }
     }
-    for (int b = 0; b < RN; b++) _mm256_storeu_ps(out + b * os, acc[b]);
+    for (int b = 0; b < nrows; b++) _mm256_storeu_ps(out + b * os, acc[b]);
 }
 
 // One row times one activation row, in the order of lk_q4_0x8_rows' lanes.
@@ -163,15 +165,11 @@ static void matmul_q4_0_avx2(const void *W, size_t ws, int64_t n, const void *xq
     const uint8_t *x = (const uint8_t *)xq;
     int64_t r = row_begin;
     for (; r + 8 <= row_end; r += 8) {
-        for (int64_t b0 = 0; b0 < nbatch; b0 += 4) {
-            const uint8_t *xb = x + (size_t)b0 * xs;
-            float *ob = out + b0 * os + r;
-            switch (nbatch - b0 >= 4 ? 4 : (int)(nbatch - b0)) {
-            case 4: lk_q4_0x8_rows(4, w + (size_t)r * ws, ws, n, xb, xs, ob, os); break;
-            case 3: lk_q4_0x8_rows(3, w + (size_t)r * ws, ws, n, xb, xs, ob, os); break;
-            case 2: lk_q4_0x8_rows(2, w + (size_t)r * ws, ws, n, xb, xs, ob, os); break;
-            default: lk_q4_0x8_rows(1, w + (size_t)r * ws, ws, n, xb, xs, ob, os); break;
-            }
+        for (int64_t b0 = 0; b0 < nbatch; b0 += LK_Q4_0X8_COLS) {
+            const int cols = nbatch - b0 >= LK_Q4_0X8_COLS ? LK_Q4_0X8_COLS : (int)(nbatch - b0);
+            const uint8_t *wr = w + (size_t)r * ws, *xb = x + (size_t)b0 * xs;
+            if (cols == 1) lk_q4_0x8_rows(1, wr, ws, n, xb, xs, out + b0 * os + r, os);  // decode: accumulator in a register
+            else lk_q4_0x8_rows(cols, wr, ws, n, xb, xs, out + b0 * os + r, os);
         }
     }
     for (; r < row_end; r++)

@@ -33,6 +33,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Generated tokens per sequence.") var genTokens = 128
     @Option(help: "Sequences decoded together in one batch (model mode).") var batch = 1
     @Option(help: "Concurrent streaming completions (cluster mode).") var concurrency = 1
+    @Option(help: "Prompt text from this file instead of --prompt-tokens filler words (cluster mode).") var promptFile: String?
     @Option(help: "Timed repetitions.") var repetitions = 3
     @Option(name: .customLong("kv-cache"), help: "How the KV cache stores keys and values (model mode): f16 (as llama.cpp) or f32.")
     var kvCache: KVCacheType = .f16
@@ -89,7 +90,14 @@ struct Bench: AsyncParsableCommand {
 
     private func runCluster(endpoint: String) async throws {
         let width = try model.map { try LlamaConfig(gguf: GGUFFile(path: $0)).dim }
-        let prompt = benchmarkPrompt(approximateTokens: promptTokens)
+        let prompt: String
+        if let promptFile {
+            guard let data = FileManager.default.contents(atPath: promptFile), let text = String(data: data, encoding: .utf8),
+                  !text.isEmpty else { throw ValidationError("--prompt-file \(promptFile): no readable UTF-8 text there") }
+            prompt = text
+        } else {
+            prompt = benchmarkPrompt(approximateTokens: promptTokens)
+        }
         var greedy = SamplingParameters()
         greedy.temperature = 0
         let params = try greedy.validated()
@@ -99,6 +107,7 @@ struct Bench: AsyncParsableCommand {
         // Warm-up: one short completion, untimed.
         _ = try await client.streamCompletion(prompt: prompt, parameters: params, maxTokens: 2) { _ in }
 
+        let before = try await client.status().metrics
         var aggregate = [Double](), aggregateDecode = [Double](), streams = [StreamTiming]()
         for _ in 0..<repetitions {
             let start = now()
@@ -119,6 +128,8 @@ struct Bench: AsyncParsableCommand {
             aggregateDecodeTokensPerSecond: MeasuredRate(samples: aggregateDecode),
             secondsPerTokenPerStream: MeasuredRate(samples: decoding.map { $0.decodeSeconds / Double($0.generated - 1) }),
             timeToFirstTokenSeconds: MeasuredRate(samples: streams.map(\.firstTokenSeconds)),
+            draftedTokens: status.metrics.draftTokens - before.draftTokens,
+            acceptedDraftTokens: status.metrics.draftTokensAccepted - before.draftTokensAccepted,
             workers: status.workers.map {
                 .init(name: $0.name, layers: $0.layers, tokensPerSecond: $0.tokensPerSecond,
                       secondsPerHop: $0.tokensPerSecond > 0 ? 1 / $0.tokensPerSecond : nil)
@@ -145,6 +156,10 @@ struct Bench: AsyncParsableCommand {
         print(formatTable([["worker", "layers", "tokens/s", "ms per hop"]] + report.workers.map {
             [$0.name, $0.layers ?? "-", fixed($0.tokensPerSecond), $0.secondsPerHop.map { fixed($0 * 1e3) } ?? "-"]
         }))
+        if report.draftedTokens > 0 {
+            print(String(format: "speculation: %d drafted, %d accepted (%.1f %%)", report.draftedTokens, report.acceptedDraftTokens,
+                         100 * Double(report.acceptedDraftTokens) / Double(report.draftedTokens)))
+        }
         if let w = report.wireBytesPerTokenPerHop, let width {
             print(String(format: "wire bytes per token per hop (width %d): f16 %.0f, f32 %.0f; in a frame of %d tokens: f16 %.0f, f32 %.0f",
                          width, w.f16, w.f32, concurrency, w.f16Batched, w.f32Batched))
@@ -256,6 +271,9 @@ private struct ClusterBenchReport: Encodable {
     var aggregateDecodeTokensPerSecond: MeasuredRate
     var secondsPerTokenPerStream: MeasuredRate
     var timeToFirstTokenSeconds: MeasuredRate
+    /// Speculative decoding during the timed rounds: tokens drafted and accepted.
+    var draftedTokens: Int
+    var acceptedDraftTokens: Int
     var workers: [Worker]
     var width: Int?
     var wireBytesPerTokenPerHop: WireBytes?
