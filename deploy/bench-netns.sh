@@ -6,7 +6,8 @@
 # bound without speculation (every stage's measured time per token plus four hops of the
 # delay; speculation can beat it, several tokens per round).
 #
-#   sudo deploy/bench-netns.sh [MODEL] [GEN_TOKENS]        DELAYS="0 0.5 2 5" (ms per hop)
+#   sudo deploy/bench-netns.sh [MODEL] [GEN_TOKENS]        DELAYS="0 0.5 2 5" (ms per hop;
+#                                                          "none": no relay either)
 #
 # The delay: tc netem on every host's link where the kernel has sch_netem; otherwise
 # deploy/delay-relay.py, a userspace relay in every host's namespace that an iptables nat
@@ -16,8 +17,9 @@
 #
 # Needs root, iproute2 (ip, tc), python3 and iptables (for the relay) and the release
 # binaries (swift build -c release). Removes every namespace, relay and process it made (the
-# iptables rules live in the namespaces), also when interrupted. The bench prompt repeats a
-# sentence, so prompt lookup finds drafts; ordinary text drafts far less.
+# iptables rules live in the namespaces), also when interrupted. One stream runs three prompts:
+# code with repeated structure and prose (deploy/prompts/), where prompt lookup finds many and
+# few drafts, and the bench's filler words; eight streams run the filler.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
@@ -140,9 +142,11 @@ start_cluster() {  # speculation on|off
     echo "cluster not ready; logs:" >&2; tail -n 5 "$WORK"/*.log >&2; exit 1
 }
 
-bench() {  # concurrency -> JSON on stdout (exec: run in the background, its pid is the bench's)
+bench() {  # concurrency [prompt file] -> JSON on stdout (exec: run in the background, its pid is the bench's)
+    local prompt=(--prompt-tokens 64)
+    [ -n "${2:-}" ] && prompt=(--prompt-file "$2")
     exec ip netns exec "$(ns coord)" "$BIN/llama-coord" bench --endpoint http://127.0.0.1:8080 --model "$MODEL" \
-        --prompt-tokens 64 --gen-tokens "$GEN" --concurrency "$1" --repetitions 3 --json
+        "${prompt[@]}" --gen-tokens "$GEN" --concurrency "$1" --repetitions 3 --json
 }
 
 echo "model $MODEL, coordinator + 3 workers (1 thread each) in namespaces, $GEN tokens per stream"
@@ -151,16 +155,30 @@ if [ "$METHOD" = netem ]; then
 else
     echo "delay per one-way hop: deploy/delay-relay.py on every TCP connection between hosts (no sch_netem here)"
 fi
-printf "%-9s %-12s %12s %12s %10s %22s\n" "delay ms" "speculation" "1 stream" "8 streams" "8 / 1" "1-stream bound tok/s"
-for d in $DELAYS; do
+echo "1 stream: a prompt of code with repeated structure (deploy/prompts/code.txt) and of prose (prose.txt), tok/s"
+echo "and the share of drafted tokens accepted; 8 streams: filler words (llama-coord bench's prompt), tok/s"
+printf "%-9s %-12s %10s %8s %10s %8s %10s %10s %8s %22s\n" "delay ms" "speculation" "1 code" "accept" "1 prose" "accept" \
+    "1 filler" "8 filler" "8 / 1" "1-stream bound tok/s"
+redirect() {  # -A | -D: the relay's redirect rule in every host's namespace
+    for i in "${!HOSTS[@]}"; do
+        ip netns exec "$(ns "${HOSTS[$i]}")" iptables -t nat "$1" OUTPUT -p tcp -d "$SUBNET" -j REDIRECT --to-ports "$RELAY_PORT"
+    done
+}
+for label in $DELAYS; do
+    d="$label"
+    [ "$label" = none ] && d=0  # "none": nothing added, not even the relay
     if [ "$METHOD" = netem ]; then
         for i in "${!HOSTS[@]}"; do ip netns exec "$(ns "${HOSTS[$i]}")" tc qdisc change dev "e$i$S" root netem delay "${d}ms"; done
+    elif [ "$label" = none ]; then
+        redirect -D
     else
         start_relays "$d"
     fi
     rm -f "$WORK/stages.json"  # the stage times of the run without speculation, for both rows' bound
     for spec in off on; do
         start_cluster "$spec"
+        bench 1 "$PWD/deploy/prompts/code.txt" >"$WORK/code.json" & FG=$!; wait "$FG"
+        bench 1 "$PWD/deploy/prompts/prose.txt" >"$WORK/prose.json" & FG=$!; wait "$FG"
         bench 1 >"$WORK/one.json" & FG=$!; wait "$FG"
         if [ "$spec" = off ]; then
             # Each worker's tokens/s reaches the coordinator with its heartbeat (every 0.5 s; a
@@ -170,7 +188,8 @@ for d in $DELAYS; do
         fi
         bench 8 >"$WORK/eight.json" & FG=$!; wait "$FG"; FG=""
         stop_cluster
-        python3 - "$d" "$spec" "$WORK/one.json" "$WORK/eight.json" "$WORK/status.json" "$WORK/stages.json" <<'PY'
+        python3 - "$label" "$spec" "$WORK/one.json" "$WORK/eight.json" "$WORK/status.json" "$WORK/stages.json" \
+            "$WORK/code.json" "$WORK/prose.json" <<'PY'
 import json, os, sys
 # A token without speculation crosses four hops (coordinator -> w1 -> w2 -> w3 -> coordinator),
 # each one-way hop delayed d ms (netem on the sender's link, or the connection's one relay,
@@ -178,9 +197,15 @@ import json, os, sys
 # 1 / (sum of stage seconds per token + 4 d). Speculation verifies several tokens a round and
 # can beat it; its rows show the bound of the run without it (its own stage times are per
 # token of batched verification, which is not the same thing).
-d, spec, status, saved = float(sys.argv[1]), sys.argv[2], sys.argv[5], sys.argv[6]
+label, spec, status, saved = sys.argv[1], sys.argv[2], sys.argv[5], sys.argv[6]
+d = 0.0 if label == "none" else float(label)
 one, eight = json.load(open(sys.argv[3])), json.load(open(sys.argv[4]))
 r1 = one["aggregate_decode_tokens_per_second"]["mean"]
+def single(path):
+    r = json.load(open(path))
+    drafted, accepted = r.get("drafted_tokens", 0), r.get("accepted_draft_tokens", 0)
+    return r["aggregate_decode_tokens_per_second"]["mean"], (f"{100 * accepted / drafted:.0f}%" if drafted else "-")
+(code, code_acc), (prose, prose_acc) = single(sys.argv[7]), single(sys.argv[8])
 r8 = eight["aggregate_decode_tokens_per_second"]["mean"]
 if spec == "off":
     stages = [1 / w["tokens_per_second"] if w.get("tokens_per_second") else None for w in json.load(open(status))["workers"]]
@@ -189,8 +214,9 @@ if spec == "off":
 else:
     stages = json.load(open(saved)) if os.path.exists(saved) else None
 bound = "-" if not stages or None in stages else f"{1 / (sum(stages) + 4 * d / 1000):.1f}"
-print(f"{d:<9g} {spec:<12s} {r1:12.1f} {r8:12.1f} {r8 / r1:10.2f} {bound:>22s}")
+print(f"{label:<9s} {spec:<12s} {code:10.1f} {code_acc:>8s} {prose:10.1f} {prose_acc:>8s} {r1:10.1f} {r8:10.1f} {r8 / r1:8.2f} {bound:>22s}")
 PY
     done
-    [ "$METHOD" = netem ] || finish_relays
+    if [ "$METHOD" = relay ] && [ "$label" = none ]; then redirect -A
+    elif [ "$METHOD" = relay ]; then finish_relays; fi
 done

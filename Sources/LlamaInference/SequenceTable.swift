@@ -52,6 +52,12 @@ final class SequenceRecord {
     var awaitingLogits = false
     /// Tokens drafted into that frame after the last real token (speculative decoding).
     var draft: [Int32] = []
+    /// Adaptive speculation: the most tokens the next draft may have (nil: the settings'
+    /// maximum), and decode steps left without drafting after drafts that were all rejected.
+    var draftLimit: Int?
+    var draftPause = 0
+    /// Steps the next pause lasts after another wholly rejected draft (doubles, up to 16).
+    var draftPauseLength = 1
     /// A later choice waiting for choice 0's prompt to be computed and copied to its slot.
     var waitingForFork: Bool
     /// Positions computed before the last loss: sending them again is a replay.

@@ -74,7 +74,31 @@ extension ServingCore {
             s.sent = s.computed
         }
         s.sent = s.computed
-        if !draft.isEmpty { metrics.draftChecked(drafted: draft.count, accepted: accepted) }
+        if !draft.isEmpty {
+            metrics.draftChecked(drafted: draft.count, accepted: accepted)
+            adaptDrafting(s, drafted: draft.count, accepted: accepted)
+        }
+    }
+
+    /// Drafts cost a row of work each on every stage, accepted or not. After a draft accepted
+    /// whole, the next may be twice as long (up to the settings' maximum); otherwise it is at
+    /// most one longer than what was accepted; after one rejected whole, the sequence drafts
+    /// nothing for a pause that doubles with each such draft in a row (1, 2, 4, ... 16 steps),
+    /// so text the history does not predict costs little more than decoding without drafts.
+    /// The text is the same either way: only how many tokens are checked at once changes.
+    func adaptDrafting(_ s: SequenceRecord, drafted: Int, accepted: Int) {
+        let most = settings.speculative?.maxDraft ?? drafted
+        if accepted == drafted {
+            s.draftLimit = min(most, max(1, drafted) * 2)
+        } else {
+            s.draftLimit = min(most, accepted + 1)
+        }
+        if accepted == 0 {
+            s.draftPause = s.draftPauseLength
+            s.draftPauseLength = min(16, s.draftPauseLength * 2)
+        } else {
+            s.draftPauseLength = 1
+        }
     }
 
     /// Samples the next token of `s` from `row` and takes it; returns it.

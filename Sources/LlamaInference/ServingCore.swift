@@ -196,9 +196,11 @@ public final class ServingCore {
     private func addDecode(_ s: SequenceRecord, to batch: inout TokenBatch, budget: inout Int) -> Span {
         let n = s.tokens.count
         var draft: [Int32] = []
-        if let spec = settings.speculative, s.request.job.speculative, budget > 1 {
+        if s.draftPause > 0 {
+            s.draftPause -= 1
+        } else if let spec = settings.speculative, s.request.job.speculative, budget > 1 {
             let remaining = (s.request.job.maxTokens ?? settings.contextLength) - s.generation.generated
-            let room = min(budget - 1, settings.contextLength - n, remaining - 1)
+            let room = min(budget - 1, settings.contextLength - n, remaining - 1, s.draftLimit ?? spec.maxDraft)
             // Prompt lookup first (free); the draft model when the sequence's history has no match.
             draft = spec.draft(s.tokens, limit: room)
             if draft.isEmpty, let drafter { draft = drafter.draft(slot: s.slot, tokens: s.tokens, limit: min(room, spec.maxDraft)) }

@@ -55,6 +55,37 @@ struct SpeculativeTests {
         #expect(spec.counters().draftedTokens == before)
     }
 
+    @Test("drafts adapt: prose whose drafts are rejected stops drafting for a while, code keeps drafting; the text is unchanged")
+    func adaptiveDrafting() async throws {
+        let plain = try Self.backend(speculative: nil)
+        defer { plain.shutdown() }
+        let spec = try Self.backend(speculative: SpeculativeSettings(ngram: 2, maxDraft: 8))
+        defer { spec.shutdown() }
+        func run(_ text: String) async throws -> (drafted: Int, accepted: Int) {
+            let before = spec.counters()
+            let job = CompletionJob(promptTokens: plain.tokenize(text, addBOS: true), parameters: .greedy, maxTokens: 96)
+            let a = try await collect(plain, job), b = try await collect(spec, job)
+            #expect(a.tokens == b.tokens)
+            try waitUntil("the counters", timeout: 5) { spec.counters().generatedTokensTotal >= before.generatedTokensTotal + b.tokens[0].count }
+            let after = spec.counters()
+            return (after.draftedTokens - before.draftedTokens, after.acceptedDraftTokens - before.acceptedDraftTokens)
+        }
+        // Prompt lookup on prose finds matches the model does not follow. Each wholly rejected
+        // draft pauses drafting for 1, 2, 4, 8, 16, 16... steps and limits the next draft to one
+        // token more than was accepted, so over 96 steps few tokens are wasted.
+        let prose = try await run(Self.prose)
+        #expect(prose.drafted - prose.accepted <= 24, "prose: \(prose.accepted) of \(prose.drafted) drafted tokens accepted")
+        // Code with repeated structure: drafts are accepted, and whole ones grow the next draft.
+        let code = try await run(Self.prompts[0])
+        #expect(code.drafted >= 16 && code.accepted * 2 >= code.drafted, "code: \(code.accepted) of \(code.drafted) accepted")
+    }
+
+    /// Prose whose repeated words invite drafts the model does not follow.
+    static let prose = """
+        The history of the city begins with a small village on the bank of the river, where the farmers and the \
+        fishermen of the river traded their goods at the market of the village. Over the years the market of the village grew, and
+        """
+
     @Test("at the end of the context and with a stop string inside a draft, the same text and finish")
     func edges() async throws {
         let plain = try Self.backend(speculative: nil)
