@@ -27,41 +27,6 @@ LK_INLINE __m256i lk_dot_s8(__m256i w, __m256i a) {
     return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
 }
 
-// MARK: - Q4_0 and Q8_0
-
-// Rows r..r+RM-1 times activation rows b..b+RN-1 (plain Q8_0 blocks).
-#define LK_Q_ROWS(name, block_t, load)                                                                \
-    LK_INLINE void name(int RM, int RN, const uint8_t *W, size_t ws, int64_t n,                       \
-                        const uint8_t *xq, size_t xs, float *out, int64_t os) {                       \
-        __m256 acc[4][4];                                                                             \
-        for (int r = 0; r < RM; r++)                                                                  \
-            for (int b = 0; b < RN; b++) acc[r][b] = _mm256_setzero_ps();                             \
-        for (int64_t i = 0; i < n / 32; i++) {                                                        \
-            __m256i a[4];                                                                             \
-            float da[4];                                                                              \
-            for (int b = 0; b < RN; b++) {                                                            \
-                const lk_block_q8_0 *y = (const lk_block_q8_0 *)(xq + (size_t)b * xs) + i;            \
-                a[b] = _mm256_loadu_si256((const __m256i *)y->qs);                                    \
-                da[b] = lk_h2f(y->d);                                                                 \
-            }                                                                                         \
-            for (int r = 0; r < RM; r++) {                                                            \
-                const block_t *x = (const block_t *)(W + (size_t)r * ws) + i;                         \
-                __m256i w = load(x);                                                                  \
-                float dw = lk_h2f(x->d);                                                              \
-                for (int b = 0; b < RN; b++) {                                                        \
-                    __m256 t = _mm256_cvtepi32_ps(lk_dot_s8(w, a[b]));                                \
-                    acc[r][b] = _mm256_fmadd_ps(t, _mm256_set1_ps(dw * da[b]), acc[r][b]);            \
-                }                                                                                     \
-            }                                                                                         \
-        }                                                                                             \
-        for (int b = 0; b < RN; b++)                                                                  \
-            for (int r = 0; r < RM; r++) out[b * os + r] = lk_hsum256(acc[r][b]);                     \
-    }
-
-LK_INLINE __m256i lk_q8_0_quants(const lk_block_q8_0 *x) { return _mm256_loadu_si256((const __m256i *)x->qs); }
-
-LK_Q_ROWS(lk_q8_0_rows, lk_block_q8_0, lk_q8_0_quants)
-
 // MARK: - Q4_0: eight weight rows at a time, one row per lane
 //
 // Without VNNI a block's dot product costs several instructions, and a horizontal sum at the
@@ -159,22 +124,100 @@ LK_INLINE float lk_q4_0_row1(const uint8_t *W, int64_t n, const uint8_t *xq) {
     return acc;
 }
 
-static void matmul_q4_0_avx2(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,
-                             float *out, int64_t os, int64_t row_begin, int64_t row_end) {
-    const uint8_t *w = (const uint8_t *)W;
-    const uint8_t *x = (const uint8_t *)xq;
-    int64_t r = row_begin;
-    for (; r + 8 <= row_end; r += 8) {
-        for (int64_t b0 = 0; b0 < nbatch; b0 += LK_Q4_0X8_COLS) {
-            const int cols = nbatch - b0 >= LK_Q4_0X8_COLS ? LK_Q4_0X8_COLS : (int)(nbatch - b0);
-            const uint8_t *wr = w + (size_t)r * ws, *xb = x + (size_t)b0 * xs;
-            if (cols == 1) lk_q4_0x8_rows(1, wr, ws, n, xb, xs, out + b0 * os + r, os);  // decode: accumulator in a register
-            else lk_q4_0x8_rows(cols, wr, ws, n, xb, xs, out + b0 * os + r, os);
+// MARK: - Q8_0: eight weight rows at a time, one row per lane
+//
+// The same walk for signed 8-bit weights: a block of eight rows is transposed (eight 32-bit
+// words of each row's 32 bytes), their magnitudes taken once, and each register meets the
+// broadcast activation quants with their signs moved over (maddubs needs one unsigned side).
+// A product pair can reach 2 * 128 * 127, so each maddubs is widened to 32 bits before the
+// eight are summed. Exact integer dots, then one FMA per block, as for Q4_0.
+
+// Block i of rows W, W + ws, ..., W + 7 ws: weight words w (lane j: row j) and the block scales.
+LK_INLINE void lk_q8_0x8_unpack(const uint8_t *W, size_t ws, int64_t i, __m256i w[8], __m256 *d) {
+    const lk_block_q8_0 *x0 = (const lk_block_q8_0 *)W + i;
+#define LK_ROW(j) ((const lk_block_q8_0 *)((const uint8_t *)x0 + (size_t)(j) * ws))
+#define LK_PAIR(j, h) _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(LK_ROW(j)->qs + 16 * (h)))), \
+                                              _mm_loadu_si128((const __m128i *)(LK_ROW((j) + 4)->qs + 16 * (h))), 1)
+    for (int h = 0; h < 2; h++) {
+        const __m256i y0 = LK_PAIR(0, h), y1 = LK_PAIR(1, h), y2 = LK_PAIR(2, h), y3 = LK_PAIR(3, h);
+        const __m256i a = _mm256_unpacklo_epi32(y0, y1), b = _mm256_unpacklo_epi32(y2, y3);
+        const __m256i c = _mm256_unpackhi_epi32(y0, y1), e = _mm256_unpackhi_epi32(y2, y3);
+        w[4 * h + 0] = _mm256_unpacklo_epi64(a, b);
+        w[4 * h + 1] = _mm256_unpackhi_epi64(a, b);
+        w[4 * h + 2] = _mm256_unpacklo_epi64(c, e);
+        w[4 * h + 3] = _mm256_unpackhi_epi64(c, e);
+    }
+    const __m128i hd = _mm_setr_epi16((short)LK_ROW(0)->d, (short)LK_ROW(1)->d, (short)LK_ROW(2)->d, (short)LK_ROW(3)->d,
+                                      (short)LK_ROW(4)->d, (short)LK_ROW(5)->d, (short)LK_ROW(6)->d, (short)LK_ROW(7)->d);
+    *d = _mm256_cvtph_ps(hd);
+#undef LK_PAIR
+#undef LK_ROW
+}
+
+LK_INLINE void lk_q8_0x8_rows(int nrows, const uint8_t *W, size_t ws, int64_t n, const uint8_t *xq, size_t xs,
+                              float *out, int64_t os) {
+    const int64_t nb = n / 32;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[LK_Q4_0X8_COLS];
+    for (int b = 0; b < nrows; b++) acc[b] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i w[8], m[8];
+        __m256 dw;
+        lk_q8_0x8_unpack(W, ws, i, w, &dw);
+        for (int k = 0; k < 8; k++) m[k] = _mm256_sign_epi8(w[k], w[k]);
+        for (int b = 0; b < nrows; b++) {
+            const lk_block_q8_0 *y = (const lk_block_q8_0 *)(xq + (size_t)b * xs) + i;
+            __m256i dot = _mm256_setzero_si256();
+            for (int k = 0; k < 8; k++) {
+                __m256i a = _mm256_sign_epi8(_mm256_set1_epi32(lk_load_i32(y->qs + 4 * k)), w[k]);
+                dot = _mm256_add_epi32(dot, _mm256_madd_epi16(_mm256_maddubs_epi16(m[k], a), ones));
+            }
+            __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(lk_h2f(y->d)));
+            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[b]);
         }
     }
-    for (; r < row_end; r++)
-        for (int64_t b = 0; b < nbatch; b++) out[b * os + r] = lk_q4_0_row1(w + (size_t)r * ws, n, x + (size_t)b * xs);
+    for (int b = 0; b < nrows; b++) _mm256_storeu_ps(out + b * os, acc[b]);
 }
+
+// One row times one activation row, in the order of lk_q8_0x8_rows' lanes.
+LK_INLINE float lk_q8_0_row1(const uint8_t *W, int64_t n, const uint8_t *xq) {
+    const int64_t nb = n / 32;
+    float acc = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        const lk_block_q8_0 *x = (const lk_block_q8_0 *)W + i;
+        const lk_block_q8_0 *y = (const lk_block_q8_0 *)xq + i;
+        __m256i p = lk_dot_s8(_mm256_loadu_si256((const __m256i *)x->qs), _mm256_loadu_si256((const __m256i *)y->qs));
+        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+        acc = fmaf((float)_mm_cvtsi128_si32(s), lk_h2f(x->d) * lk_h2f(y->d), acc);
+    }
+    return acc;
+}
+
+// Eight rows at a time by `rows8` (up to LK_Q4_0X8_COLS activation rows per unpacking), the
+// rest one at a time by `row1`.
+#define LK_X8_MATMUL(name, rows8, row1)                                                                      \
+    static void name(const void *W, size_t ws, int64_t n, const void *xq, size_t xs, int64_t nbatch,         \
+                     float *out, int64_t os, int64_t row_begin, int64_t row_end) {                           \
+        const uint8_t *w = (const uint8_t *)W;                                                               \
+        const uint8_t *x = (const uint8_t *)xq;                                                              \
+        int64_t r = row_begin;                                                                               \
+        for (; r + 8 <= row_end; r += 8) {                                                                   \
+            for (int64_t b0 = 0; b0 < nbatch; b0 += LK_Q4_0X8_COLS) {                                        \
+                const int cols = nbatch - b0 >= LK_Q4_0X8_COLS ? LK_Q4_0X8_COLS : (int)(nbatch - b0);        \
+                const uint8_t *wr = w + (size_t)r * ws, *xb = x + (size_t)b0 * xs;                           \
+                if (cols == 1) rows8(1, wr, ws, n, xb, xs, out + b0 * os + r, os); /* decode: in registers */ \
+                else rows8(cols, wr, ws, n, xb, xs, out + b0 * os + r, os);                                  \
+            }                                                                                                \
+        }                                                                                                    \
+        for (; r < row_end; r++)                                                                             \
+            for (int64_t b = 0; b < nbatch; b++) out[b * os + r] = row1(w + (size_t)r * ws, n, x + (size_t)b * xs); \
+    }
+
+LK_X8_MATMUL(matmul_q4_0_avx2, lk_q4_0x8_rows, lk_q4_0_row1)
+LK_X8_MATMUL(matmul_q8_0_avx2, lk_q8_0x8_rows, lk_q8_0_row1)
+
 
 // MARK: - Q4_K and Q6_K
 
@@ -358,7 +401,6 @@ LK_FLOAT_ROWS(lk_bf16_rows, lk_load8_bf16, lk_scalar_bf16)
         }                                                                                                \
     }
 
-LK_MATMUL(matmul_q8_0_avx2, lk_q8_0_rows)
 LK_MATMUL(matmul_q4_K_avx2, lk_q4_K_rows)
 LK_MATMUL(matmul_q6_K_avx2, lk_q6_K_rows)
 LK_MATMUL(matmul_f32_avx2, lk_f32_rows)
