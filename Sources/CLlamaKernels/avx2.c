@@ -74,6 +74,22 @@ LK_INLINE void lk_q4_0x8_unpack(const uint8_t *W, size_t ws, int64_t i, __m256i 
 // Position of block i's entry in the activation row's scale and correction arrays.
 LK_INLINE int64_t lk_q8_act_at(int64_t i) { return (i / 16) * 16 + (i % 4) * 4 + (i % 16) / 4; }
 
+// Adds block i of eight rows (quant registers g, scales dw) times activation rows 0..nrows-1.
+LK_INLINE void lk_q4_0x8_accumulate(int nrows, const __m256i g[8], __m256 dw, int64_t i, const uint8_t *xq, size_t xs,
+                                    const int32_t *corr, __m256i ones, __m256 *acc) {
+    const int64_t at = lk_q8_act_at(i);
+    for (int b = 0; b < nrows; b++) {
+        const lk_block_q8_0 *y = (const lk_block_q8_0 *)(xq + (size_t)b * xs) + i;
+        __m256i s = _mm256_maddubs_epi16(g[0], _mm256_set1_epi32(lk_load_i32(y->qs)));
+        for (int k = 1; k < 8; k++)
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(g[k], _mm256_set1_epi32(lk_load_i32(y->qs + 4 * k))));
+        const int32_t c = *(const int32_t *)((const uint8_t *)(corr + at) + (size_t)b * xs);
+        __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(c));
+        __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(lk_h2f(y->d)));
+        acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[b]);
+    }
+}
+
 // Rows r..r+7 times activation rows 0..nrows-1 (nrows <= LK_Q4_0X8_COLS): each block of the
 // eight rows is unpacked once for all of them; their accumulators live in L1 between blocks.
 #define LK_Q4_0X8_COLS 16
@@ -88,19 +104,47 @@ LK_INLINE void lk_q4_0x8_rows(int nrows, const uint8_t *W, size_t ws, int64_t n,
         __m256i g[8];
         __m256 dw;
         lk_q4_0x8_unpack(W, ws, i, g, &dw);
-        const int64_t at = lk_q8_act_at(i);
-        for (int b = 0; b < nrows; b++) {
-            const lk_block_q8_0 *y = (const lk_block_q8_0 *)(xq + (size_t)b * xs) + i;
-            __m256i s = _mm256_maddubs_epi16(g[0], _mm256_set1_epi32(lk_load_i32(y->qs)));
-            for (int k = 1; k < 8; k++)
-                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(g[k], _mm256_set1_epi32(lk_load_i32(y->qs + 4 * k))));
-            const int32_t c = *(const int32_t *)((const uint8_t *)(corr + at) + (size_t)b * xs);
-            __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(c));
-            __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(lk_h2f(y->d)));
-            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[b]);
-        }
+        lk_q4_0x8_accumulate(nrows, g, dw, i, xq, xs, corr, ones, acc);
     }
     for (int b = 0; b < nrows; b++) _mm256_storeu_ps(out + b * os, acc[b]);
+}
+
+// The same product on rows repacked by lk_q4_0_x8_pack: a block of eight rows is four plain
+// loads and one scale conversion instead of the transposition and eight scale loads.
+LK_INLINE void lk_q4_0x8p_rows(int nrows, const uint8_t *G, int64_t n, const uint8_t *xq, size_t xs,
+                               float *out, int64_t os) {
+    const int64_t nb = n / 32;
+    const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0x0f);
+    const int32_t *corr = (const int32_t *)(xq + lk_q8_act_corr4_offset(n));
+    __m256 acc[LK_Q4_0X8_COLS];
+    for (int b = 0; b < nrows; b++) acc[b] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *p = G + (size_t)i * 144;
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        __m256i g[8];
+        for (int k = 0; k < 4; k++) {
+            const __m256i w = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * k));
+            g[k] = _mm256_and_si256(w, m4);
+            g[k + 4] = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+        }
+        lk_q4_0x8_accumulate(nrows, g, dw, i, xq, xs, corr, ones, acc);
+    }
+    for (int b = 0; b < nrows; b++) _mm256_storeu_ps(out + b * os, acc[b]);
+}
+
+static void matmul_q4_0_x8_avx2(const void *P, size_t unused, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                                float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+    (void)unused;
+    const size_t group = (size_t)(n / 32) * 144;
+    const uint8_t *x = (const uint8_t *)xq;
+    for (int64_t r = row_begin; r + 8 <= row_end; r += 8) {
+        const uint8_t *G = (const uint8_t *)P + (size_t)(r / 8) * group;
+        for (int64_t b0 = 0; b0 < nbatch; b0 += LK_Q4_0X8_COLS) {
+            const int cols = nbatch - b0 >= LK_Q4_0X8_COLS ? LK_Q4_0X8_COLS : (int)(nbatch - b0);
+            if (cols == 1) lk_q4_0x8p_rows(1, G, n, x + (size_t)b0 * xs, xs, out + b0 * os + r, os);
+            else lk_q4_0x8p_rows(cols, G, n, x + (size_t)b0 * xs, xs, out + b0 * os + r, os);
+        }
+    }
 }
 
 // One row times one activation row, in the order of lk_q4_0x8_rows' lanes.
@@ -474,6 +518,7 @@ const lk_impl lk_impl_avx2 = {
     .matmul_q8_0 = matmul_q8_0_avx2,
     .matmul_q4_K = matmul_q4_K_avx2,
     .matmul_q6_K = matmul_q6_K_avx2,
+    .matmul_q4_0_x8 = matmul_q4_0_x8_avx2,
     .dot_f32 = dot_f32_avx2,
     .axpy_f32 = axpy_f32_avx2,
     .dot_f16_f32 = dot_f16_f32_avx2,

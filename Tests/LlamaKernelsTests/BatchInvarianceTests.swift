@@ -57,7 +57,7 @@ private struct InvarianceCase {
 }
 
 /// Number of positions whose float bit patterns differ, and the largest difference.
-private func bitwiseDifferences(_ a: [Float], _ b: [Float]) -> (count: Int, largest: Float) {
+func bitwiseDifferences(_ a: [Float], _ b: [Float]) -> (count: Int, largest: Float) {
     var count = 0
     var largest: Float = 0
     for i in a.indices where a[i].bitPattern != b[i].bitPattern {

@@ -122,6 +122,46 @@ struct KernelBenchmark {
             }
         }
 
+        // Decode with Q4_0 repacked in groups of eight rows (lk_q4_0_x8_pack) against the original
+        // rows, the same split over the pool's threads, alternating.
+        for (rows, cols) in [(11008, 4096), (28672, 8192)] {
+            let weights = RandomWeights(type: .q4_0, rows: rows, cols: cols)
+            let packed = UnsafeMutableRawPointer.allocate(byteCount: weights.matrix.byteCount, alignment: 64)
+            defer { packed.deallocate() }
+            let rowBytes = GGMLType.q4_0.byteCount(elements: cols)
+            _ = lk_q4_0_x8_pack(weights.matrix.data, rowBytes, Int64(rows), Int64(cols), packed)
+            let typeId = Int32(GGMLType.q4_0.rawValue)
+            let actRow = Int(lk_act_row_size(typeId, Int64(cols)))
+            var rng = TestRandom(seed: 3)
+            let input = rng.floats(cols)
+            let encoded = UnsafeMutableRawPointer.allocate(byteCount: actRow, alignment: 64)
+            defer { encoded.deallocate() }
+            lk_quantize_activations(typeId, input, encoded, Int64(cols))
+            let output = UnsafeMutablePointer<Float>.allocate(capacity: rows)
+            defer { output.deallocate() }
+            let tile = 16, chunks = rows / tile
+            let data = weights.matrix.data, p = UnsafeRawPointer(packed), x = UnsafeRawPointer(encoded)
+            for pool in pools {
+                var best = (original: Double.infinity, packed: Double.infinity)
+                for _ in 0..<5 {
+                    best.original = min(best.original, bestTime(repeats: 4) {
+                        pool.parallelFor(chunks) { c in
+                            lk_matmul(typeId, data, rowBytes, Int64(cols), x, actRow, 1, output, Int64(rows),
+                                      Int64(c * tile), Int64((c + 1) * tile))
+                        }
+                    })
+                    best.packed = min(best.packed, bestTime(repeats: 4) {
+                        pool.parallelFor(chunks) { c in
+                            lk_matmul_q4_0_x8(p, Int64(cols), x, actRow, 1, output, Int64(rows), Int64(c * tile), Int64((c + 1) * tile))
+                        }
+                    })
+                }
+                let bytes = Double(weights.matrix.byteCount)
+                print("matvec Q4_0 \(rows)x\(cols), \(pool.threadCount) threads: original rows \(fixed(bytes / best.original / 1e9, 1)) GB/s, "
+                      + "repacked in eights \(fixed(bytes / best.packed / 1e9, 1)) GB/s")
+            }
+        }
+
         // Prefill: 512 activation rows.
         let batch = 512, rows = 4096, cols = 4096
         let scratch = MatmulScratch(maxCols: cols, maxBatch: batch)
