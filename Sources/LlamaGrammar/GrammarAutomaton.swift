@@ -56,6 +56,15 @@ final class GrammarAutomaton: @unchecked Sendable {
     /// can still be exponentially many (`x1 ::= x0 "a" | x0 "b"`, `x2 ::= x1 "a" | x1 "b"`,
     /// ... has 2^k at its start); past the limit the state is given up (see `gaveUp`).
     static let expansionLimit = 1 << 18
+    /// Most pairs all the states of one automaton may visit together. Each state stays under
+    /// `expansionLimit`, but a grammar can make every state large (`.??{10000}`: ten thousand
+    /// heads in every state, hundreds of states along a text): without a total, one request
+    /// could keep the scheduler's thread for minutes. Past it every state still to be built is
+    /// given up, so the grammar allows no more text and its choice ends (about a second of work
+    /// at most; ordinary grammars use a small fraction).
+    static let workLimit = 1 << 22
+    /// Pairs visited by all the states built so far.
+    private(set) var work = 0
     /// Whether the last state built (`initialState` or a transition) passed
     /// `expansionLimit`: a transition is then `dead`, and the initial state has no heads.
     private(set) var gaveUp = false
@@ -175,15 +184,18 @@ final class GrammarAutomaton: @unchecked Sendable {
     }
 
     /// Queues the pair for `expand` unless it was visited before (or the state passes
-    /// `expansionLimit`).
+    /// `expansionLimit`, or the automaton `workLimit`).
     @inline(__always)
     private func visit(_ position: Int32, _ tail: Int32) {
-        guard expanded.count < GrammarAutomaton.expansionLimit else {
+        guard expanded.count < GrammarAutomaton.expansionLimit, work < GrammarAutomaton.workLimit else {
             gaveUp = true
             return
         }
         let key = UInt64(UInt32(bitPattern: position)) << 32 | UInt64(UInt32(bitPattern: tail))
-        if expanded.insert(key).inserted { pending.append(key) }
+        if expanded.insert(key).inserted {
+            pending.append(key)
+            work += 1
+        }
     }
 
     /// Interns the heads in `scratch` (sorting and de-duplicating them) with `partial`.

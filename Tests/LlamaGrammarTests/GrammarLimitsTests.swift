@@ -78,6 +78,24 @@ struct GrammarLimitsTests {
         #expect(matches(optionals, String(repeating: "a", count: 100) + "c"))
     }
 
+    @Test("a grammar that makes every state large is given up after a bounded amount of work")
+    func totalWork() throws {
+        // The fuzzer's timeout: ten thousand optional any-characters put ten thousand heads in
+        // every state, and a mask over a byte vocabulary builds 256 such transitions per token:
+        // minutes for a few hundred bytes. The automaton's total work is bounded instead; past
+        // it the grammar allows no more text (a request's choice then ends). Here the first
+        // mask already uses it up (about 10 s of work on this machine: still slow, but bounded).
+        let grammar = try Grammar(gbnf: "# com\rroot ::= (\"b\"){0,5} \"\".??{10000}")
+        var matcher = GrammarMatcher(grammar: grammar, vocabulary: ByteVocabulary.vocabulary)
+        let f = Int32(UInt8(ascii: "f"))
+        var accepted = 0
+        while accepted < 600, !matcher.allowedTokens().isEmpty, matcher.allows(f) {
+            try matcher.accept(f)
+            accepted += 1
+        }
+        #expect(accepted < 600, "\(accepted) bytes accepted")
+    }
+
     @Test("groups and repetitions nest up to 256 deep")
     func nesting() throws {
         let deep = String(repeating: "(", count: 200) + "\"a\"" + String(repeating: ")", count: 200)
