@@ -10,12 +10,16 @@ public struct WeightMatrix: @unchecked Sendable {
     public var rows: Int
     public var cols: Int
     public var data: UnsafeRawPointer
+    /// The same Q4_0 rows repacked in groups of eight (`lk_q4_0_x8_pack`), when a copy is
+    /// mapped: the AVX2 level reads these instead, with bitwise the same results.
+    public var packed: UnsafeRawPointer?
 
-    public init(type: GGMLType, rows: Int, cols: Int, data: UnsafeRawPointer) {
+    public init(type: GGMLType, rows: Int, cols: Int, data: UnsafeRawPointer, packed: UnsafeRawPointer? = nil) {
         self.type = type
         self.rows = rows
         self.cols = cols
         self.data = data
+        self.packed = packed
     }
 
     /// Bytes of one row.
@@ -121,6 +125,11 @@ private func runKernel(
     _ w: WeightMatrix, _ x: EncodedActivations, batch: Int,
     output: UnsafeMutablePointer<Float>, rowBegin: Int, rowEnd: Int
 ) {
+    if let packed = w.packed, lk_isa_level() == Int32(KernelISA.avx2.rawValue), rowBegin % 8 == 0, rowEnd % 8 == 0 {
+        lk_matmul_q4_0_x8(packed, Int64(w.cols), x.base, x.rowStride, Int64(batch), output, Int64(w.rows),
+                          Int64(rowBegin), Int64(rowEnd))
+        return
+    }
     lk_matmul(Int32(w.type.rawValue), w.data, w.rowStride, Int64(w.cols),
               x.base, x.rowStride, Int64(batch),
               output, Int64(w.rows), Int64(rowBegin), Int64(rowEnd))

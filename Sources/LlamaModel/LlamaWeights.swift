@@ -36,9 +36,13 @@ public struct LlamaTensorLoader {
     public let file: GGUFFile
     public let config: LlamaConfig
 
+    /// The model's fingerprint when repacked copies are on (`RepackedWeights`).
+    private let repackFingerprint: String?
+
     public init(file: GGUFFile, config: LlamaConfig) {
         self.file = file
         self.config = config
+        repackFingerprint = RepackedWeights.isEnabled ? file.fingerprint : nil
     }
 
     /// A matrix of `rows` outputs by `cols` inputs (GGML shape [cols, rows]).
@@ -46,7 +50,10 @@ public struct LlamaTensorLoader {
         let t = try file.requireTensor(name)
         guard t.shape == [cols, rows] else { throw ModelError.tensorShape(tensor: name, expected: [cols, rows], found: t.shape) }
         guard t.type.isSupported else { throw ModelError.tensorType(tensor: name, type: t.type) }
-        return WeightMatrix(type: t.type, rows: rows, cols: cols, data: file.data(for: t).baseAddress!)
+        let m = WeightMatrix(type: t.type, rows: rows, cols: cols, data: file.data(for: t).baseAddress!)
+        // The embedding is only read a row at a time, never multiplied.
+        guard let repackFingerprint, name != LlamaTensorName.tokenEmbedding else { return m }
+        return try RepackedWeights.attach(m, name: name, fingerprint: repackFingerprint)
     }
 
     /// A vector of `count` values, converted to f32.

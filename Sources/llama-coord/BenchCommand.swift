@@ -41,6 +41,8 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("ca-cert"), help: "A CA certificate (PEM) to trust for an https:// endpoint, e.g. a self-signed one (cluster mode).")
     var caCert: String?
     @Flag(help: "Print JSON instead of a table.") var json = false
+    @Option(help: "Keep Q4_0 weights repacked for the AVX2 product in this directory (made once, then mapped; model mode).")
+    var repackDir: String?
 
     func validate() throws {
         if endpoint == nil, model == nil { throw ValidationError("give --model FILE, or --endpoint URL for a cluster") }
@@ -55,6 +57,7 @@ struct Bench: AsyncParsableCommand {
         if let endpoint {
             try await runCluster(endpoint: endpoint)
         } else if let model {
+            if let repackDir { try RepackedWeights.enable(directory: repackDir) }
             try runModel(path: model)
         }
     }

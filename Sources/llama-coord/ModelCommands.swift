@@ -138,8 +138,11 @@ struct Logits: ParsableCommand {
     @Option(help: "Compute threads (default: all cores).") var threads: Int?
     @Option(name: .customLong("kv-cache"), help: "How the KV cache stores keys and values: f16 (as llama.cpp) or f32.")
     var kvCache: KVCacheType = .f16
+    @Option(help: "Keep Q4_0 weights repacked for the AVX2 product in this directory (made once, then mapped).")
+    var repackDir: String?
 
     func run() throws {
+        if let repackDir { try RepackedWeights.enable(directory: repackDir) }
         let engine = try LlamaEngine(path: model, threads: threads, kvCache: kvCache)
         let tokens = try loadTokenizer(engine.file).encode(prompt, addBOS: true)
         let logits = try engine.evaluate(tokens, startPosition: 0, logits: .last)
