@@ -25,8 +25,13 @@ public enum RepackedWeights {
 
     /// Keeps repacked copies in `directory` (created if missing) from now on.
     public static func enable(directory path: String) throws {
-        if mkdir(path, 0o755) != 0 && errno != EEXIST {
-            throw ModelError.invalidConfig(key: "repack-dir", reason: "cannot create \(path): \(String(cString: strerror(errno)))")
+        // mkdir -p
+        var prefix = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            prefix += "/" + part
+            if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
+                throw ModelError.invalidConfig(key: "repack-dir", reason: "cannot create \(prefix): \(String(cString: strerror(errno)))")
+            }
         }
         lock.locked { directory = path }
     }

@@ -22,6 +22,8 @@ struct Start: AsyncParsableCommand {
     @Option(help: "Override the manifest's coordinator.control address, tcp://HOST:PORT.") var control: String?
     @Option(help: "Override the manifest's coordinator.http address, HOST:PORT.") var http: String?
     @OptionGroup var draft: DraftModelOptions
+    @Option(help: "Keep the output head repacked for the AVX2 product in this directory (made once, then mapped).")
+    var repackDir: String?
     @OptionGroup var endpoint: EndpointOptions
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel = "info"
 
@@ -33,6 +35,7 @@ struct Start: AsyncParsableCommand {
         if let control { m.controlAddress = try ClusterManifest.parseControlAddress(control) }
         if let http { (m.httpHost, m.httpPort) = try ClusterManifest.parseHTTPAddress(http) }
         m.speculative = try draft.apply(to: m.speculative)
+        if let repackDir { try RepackedWeights.enable(directory: repackDir) }
         let apiKeys = try endpoint.apiKeys(manifestFile: m.apiKeysFile)
         try m.checkBindings(hasAPIKeys: !apiKeys.isEmpty)
         let keys = try m.securityKey.map { try CurveKeyPair.load(secretKeyFile: $0) }
@@ -66,6 +69,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Speculative decoding by prompt lookup: match length (0: off).") var draftNgram = 0
     @Option(help: "Most tokens drafted at once.") var draftMax = 8
     @OptionGroup var draft: DraftModelOptions
+    @Option(help: "Keep Q4_0 weights repacked for the AVX2 product in this directory (made once, then mapped).")
+    var repackDir: String?
     @Option(help: "Seconds SIGTERM waits for running requests.") var drainTimeout = 30.0
     @Flag(help: "Allow a non-loopback address without API keys.") var insecure = false
     @OptionGroup var endpoint: EndpointOptions
@@ -80,6 +85,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--http \(http) is not a loopback address: give --api-key or --api-key-file, or --insecure")
         }
         let registry = PrometheusCollectorRegistry()
+        if let repackDir { try RepackedWeights.enable(directory: repackDir) }
         let backend = try LocalBackend(
             modelPath: model,
             options: .init(threads: threads, slots: slots, contextLength: ctx, batch: batch, kvCache: kvCache, maxQueue: maxQueue,

@@ -2,6 +2,7 @@ import ArgumentParser
 import ClusterTransport
 import Foundation
 import LlamaKernels
+import LlamaModel
 import LlamaWorker
 import Logging
 import ServiceLifecycle
@@ -31,6 +32,8 @@ struct Join: AsyncParsableCommand {
     @Option(help: "This worker's secret key file (llama-worker keygen); enables CURVE.") var key: String?
     @Option(help: "The coordinator's public key: a .pub file or the Z85 text.") var coordinatorKey: String?
     @Flag(help: "Allow a non-loopback data input without keys.") var insecure = false
+    @Flag(help: "Keep this worker's Q4_0 layers repacked for the AVX2 product in CACHE-DIR/repacked (made once, then mapped).")
+    var repack = false
     @Option(help: "Seconds to wait for the coordinator to move this worker's layers before leaving anyway.") var leaveTimeout = 30.0
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel = "info"
 
@@ -43,6 +46,7 @@ struct Join: AsyncParsableCommand {
         }
         let logger = Logger(label: "llama-worker")
         var options = WorkerOptions(coordinator: coordinator)
+        if repack { try RepackedWeights.enable(directory: (cacheDir ?? WorkerOptions.defaultCacheDirectory) + "/repacked") }
         if let name { options.name = name }
         if let threads {
             guard threads > 0 else { throw ValidationError("--threads must be at least 1") }
