@@ -45,28 +45,10 @@ public struct MetricsReport: Sendable, Equatable, Decodable {
     public var promptTokensTotal: Int
     public var generatedTokensTotal: Int
     public var tokensPerSecond: Double
-    /// Speculative decoding: tokens drafted and how many of them the model accepted (0 from a
-    /// server that does not report them).
-    public var draftTokens: Int
-    public var draftTokensAccepted: Int
-
-    enum CodingKeys: String, CodingKey {
-        case requestsTotal, requestsFailed, requestsActive, queueLength, promptTokensTotal, generatedTokensTotal,
-             tokensPerSecond, draftTokens, draftTokensAccepted
-    }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        requestsTotal = try c.decode(Int.self, forKey: .requestsTotal)
-        requestsFailed = try c.decode(Int.self, forKey: .requestsFailed)
-        requestsActive = try c.decode(Int.self, forKey: .requestsActive)
-        queueLength = try c.decode(Int.self, forKey: .queueLength)
-        promptTokensTotal = try c.decode(Int.self, forKey: .promptTokensTotal)
-        generatedTokensTotal = try c.decode(Int.self, forKey: .generatedTokensTotal)
-        tokensPerSecond = try c.decode(Double.self, forKey: .tokensPerSecond)
-        draftTokens = try c.decodeIfPresent(Int.self, forKey: .draftTokens) ?? 0
-        draftTokensAccepted = try c.decodeIfPresent(Int.self, forKey: .draftTokensAccepted) ?? 0
-    }
+    /// Speculative decoding: tokens drafted and how many of them the model accepted (nil from
+    /// a server that does not report them).
+    public var draftTokens: Int?
+    public var draftTokensAccepted: Int?
 }
 
 /// The reply of `GET /status`. Fields the server adds later are ignored; `draining` and

@@ -60,8 +60,9 @@ final class GrammarAutomaton: @unchecked Sendable {
     /// `expansionLimit`, but a grammar can make every state large (`.??{10000}`: ten thousand
     /// heads in every state, hundreds of states along a text): without a total, one request
     /// could keep the scheduler's thread for minutes. Past it every state still to be built is
-    /// given up, so the grammar allows no more text and its choice ends (about a second of work
-    /// at most; ordinary grammars use a small fraction).
+    /// given up, so the grammar allows no more text and its choice ends. Ordinary grammars use a
+    /// small fraction; the pathological one above reaches it in its first mask, after about 10 s
+    /// of work on a 2-core machine (bounded, not cheap).
     static let workLimit = 1 << 22
     /// Pairs visited by all the states built so far.
     private(set) var work = 0

@@ -4,6 +4,7 @@ import Glibc
 import CLlamaKernels
 import GGUF
 import LlamaKernels
+import Synchronization
 
 /// Q4_0 matrices repacked in groups of eight rows for the AVX2 product (`lk_q4_0_x8_pack`),
 /// kept as files in a directory: made once from the model's own bytes (only the tensors this
@@ -15,10 +16,12 @@ import LlamaKernels
 /// Off unless `enable(directory:)` was called, and only where the AVX2 product runs (on an
 /// AVX-512 machine the original rows are faster).
 public enum RepackedWeights {
-    private static let lock = NSLockLike()
-    nonisolated(unsafe) private static var directory: String?
-    /// Mapped copies by path, kept for the life of the process (as the model's mapping is).
-    nonisolated(unsafe) private static var mapped: [String: UnsafeRawPointer] = [:]
+    private struct State: ~Copyable {
+        var directory: String?
+        /// Mapped copies by path, kept for the life of the process (as the model's mapping is).
+        var mapped: [String: UnsafeRawPointer] = [:]
+    }
+    private static let state = Mutex(State())
 
     static let magic: [UInt8] = Array("LCQ4X8\u{0}\u{1}".utf8)
     static let headerSize = 64
@@ -33,21 +36,26 @@ public enum RepackedWeights {
                 throw ModelError.invalidConfig(key: "repack-dir", reason: "cannot create \(prefix): \(String(cString: strerror(errno)))")
             }
         }
-        lock.locked { directory = path }
+        state.withLock { $0.directory = path }
     }
 
     /// Whether copies are made and used in this process.
-    public static var isEnabled: Bool { lock.locked { directory != nil } && KernelISA.best == .avx2 }
+    public static var isEnabled: Bool { state.withLock { $0.directory != nil } && KernelISA.best == .avx2 }
 
-    /// `matrix` with its repacked copy attached when copies are on and it qualifies (Q4_0,
-    /// rows a multiple of 8); otherwise `matrix` as it is.
+    /// `matrix` with its repacked copy attached when copies are on (`isEnabled`) and it
+    /// qualifies (Q4_0, rows a multiple of 8); otherwise `matrix` as it is.
     static func attach(_ matrix: WeightMatrix, name: String, fingerprint: String) throws -> WeightMatrix {
-        guard matrix.type == .q4_0, matrix.rows % 8 == 0, matrix.cols % 32 == 0, KernelISA.best == .avx2,
-              let dir = lock.locked({ directory }) else { return matrix }
+        guard matrix.type == .q4_0, matrix.rows % 8 == 0, matrix.cols % 32 == 0 else { return matrix }
         let safeName = String(name.map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "_" ? $0 : "-" })
-        let path = "\(dir)/\(fingerprint)-\(safeName).q4x8"
         var m = matrix
-        m.packed = try lock.locked { try mapping(path: path, matrix: matrix, fingerprint: fingerprint) }
+        m.packed = try state.withLock { state in
+            guard let dir = state.directory else { return nil }
+            let path = "\(dir)/\(fingerprint)-\(safeName).q4x8"
+            if let p = state.mapped[path] { return p }
+            let p = try mapping(path: path, matrix: matrix, fingerprint: fingerprint)
+            state.mapped[path] = p
+            return p
+        }
         return m
     }
 
@@ -61,18 +69,13 @@ public enum RepackedWeights {
 
     /// The mapped copy at `path`, made first when missing or not matching.
     private static func mapping(path: String, matrix: WeightMatrix, fingerprint: String) throws -> UnsafeRawPointer {
-        if let p = mapped[path] { return p }
         let expected = header(matrix, fingerprint: fingerprint)
         let size = headerSize + matrix.byteCount
-        if let p = mapIfValid(path: path, size: size, header: expected) {
-            mapped[path] = p
-            return p
-        }
+        if let p = mapIfValid(path: path, size: size, header: expected) { return p }
         try write(path: path, matrix: matrix, header: expected, size: size)
         guard let p = mapIfValid(path: path, size: size, header: expected) else {
             throw ModelError.invalidConfig(key: "repack-dir", reason: "\(path) does not read back as written")
         }
-        mapped[path] = p
         return p
     }
 
@@ -94,39 +97,24 @@ public enum RepackedWeights {
     /// Writes the repacked copy beside its final name, then renames it into place.
     private static func write(path: String, matrix: WeightMatrix, header: [UInt8], size: Int) throws {
         let temporary = "\(path).tmp-\(getpid())"
-        func failure(_ what: String) -> ModelError {
-            ModelError.invalidConfig(key: "repack-dir", reason: "\(what) \(temporary): \(String(cString: strerror(errno)))")
+        func failure(_ what: String, _ code: Int32 = errno) -> ModelError {
+            unlink(temporary)
+            return ModelError.invalidConfig(key: "repack-dir", reason: "\(what) \(temporary): \(String(cString: strerror(code)))")
         }
         let fd = open(temporary, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw failure("cannot create") }
         defer { close(fd) }
-        guard ftruncate(fd, off_t(size)) == 0 else {
-            unlink(temporary)
-            throw failure("cannot size")
-        }
+        guard ftruncate(fd, off_t(size)) == 0 else { throw failure("cannot size") }
         guard let base = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), base != MAP_FAILED else {
-            unlink(temporary)
             throw failure("cannot map")
         }
         header.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: headerSize) }
         let status = lk_q4_0_x8_pack(matrix.data, matrix.rowStride, Int64(matrix.rows), Int64(matrix.cols), base + headerSize)
         let synced = msync(base, size, MS_SYNC) == 0
+        let syncError = errno
         munmap(base, size)
-        guard status == 0, synced, rename(temporary, path) == 0 else {
-            unlink(temporary)
-            throw failure("cannot write")
-        }
-    }
-}
-
-/// A pthread mutex for the static state above.
-final class NSLockLike: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    init() { pthread_mutex_init(&mutex, nil) }
-    deinit { pthread_mutex_destroy(&mutex) }
-    func locked<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return try body()
+        guard status == 0 else { throw failure("cannot repack into", EINVAL) }
+        guard synced else { throw failure("cannot write", syncError) }
+        guard rename(temporary, path) == 0 else { throw failure("cannot rename") }
     }
 }

@@ -131,8 +131,8 @@ struct Bench: AsyncParsableCommand {
             aggregateDecodeTokensPerSecond: MeasuredRate(samples: aggregateDecode),
             secondsPerTokenPerStream: MeasuredRate(samples: decoding.map { $0.decodeSeconds / Double($0.generated - 1) }),
             timeToFirstTokenSeconds: MeasuredRate(samples: streams.map(\.firstTokenSeconds)),
-            draftedTokens: status.metrics.draftTokens - before.draftTokens,
-            acceptedDraftTokens: status.metrics.draftTokensAccepted - before.draftTokensAccepted,
+            draftedTokens: (status.metrics.draftTokens ?? 0) - (before.draftTokens ?? 0),
+            acceptedDraftTokens: (status.metrics.draftTokensAccepted ?? 0) - (before.draftTokensAccepted ?? 0),
             workers: status.workers.map {
                 .init(name: $0.name, layers: $0.layers, tokensPerSecond: $0.tokensPerSecond,
                       secondsPerHop: $0.tokensPerSecond > 0 ? 1 / $0.tokensPerSecond : nil)

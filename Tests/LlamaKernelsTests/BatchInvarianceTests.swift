@@ -25,19 +25,7 @@ private struct InvarianceCase {
         var weights = [UInt8]()
         for _ in 0..<rows { weights += randomEncodedRow(type, count: cols, rng: &rng) }
         self.weights = weights
-        let typeId = Int32(type.rawValue)
-        let actRowSize = Int(lk_act_row_size(typeId, Int64(cols)))
-        self.actRowSize = actRowSize
-        let input = rng.floats(batch * cols)
-        var encoded = [UInt8](repeating: 0, count: batch * actRowSize)
-        encoded.withUnsafeMutableBytes { raw in
-            input.withUnsafeBufferPointer { x in
-                for b in 0..<batch {
-                    lk_quantize_activations(typeId, x.baseAddress! + b * cols, raw.baseAddress! + b * actRowSize, Int64(cols))
-                }
-            }
-        }
-        self.encoded = encoded
+        (encoded, actRowSize) = encodeActivationRows(type, rng.floats(batch * cols), batch: batch, cols: cols)
     }
 
     /// Runs lk_matmul on activation rows [first, first + count) and weight rows
@@ -127,4 +115,20 @@ struct BatchInvarianceTests {
         KernelISA.force(KernelISA.best)
     }
 }
+}
+
+/// `batch` rows of `cols` values encoded by `lk_quantize_activations` for `type` weights, and
+/// the bytes of one encoded row.
+func encodeActivationRows(_ type: GGMLType, _ input: [Float], batch: Int, cols: Int) -> (bytes: [UInt8], rowSize: Int) {
+    let typeId = Int32(type.rawValue)
+    let rowSize = Int(lk_act_row_size(typeId, Int64(cols)))
+    var encoded = [UInt8](repeating: 0, count: batch * rowSize)
+    encoded.withUnsafeMutableBytes { raw in
+        input.withUnsafeBufferPointer { x in
+            for b in 0..<batch {
+                lk_quantize_activations(typeId, x.baseAddress! + b * cols, raw.baseAddress! + b * rowSize, Int64(cols))
+            }
+        }
+    }
+    return (encoded, rowSize)
 }

@@ -24,17 +24,8 @@ struct PackedQ4Tests {
             packed.withUnsafeMutableBytes { lk_q4_0_x8_pack(w.baseAddress!, rowBytes, Int64(rows), Int64(cols), $0.baseAddress!) }
         }
         #expect(status == 0)
-        let actRow = Int(lk_act_row_size(typeId, Int64(cols)))
         for batch in [1, 2, 5, 16, 17, 40] {
-            let input = rng.floats(batch * cols)
-            var encoded = [UInt8](repeating: 0, count: batch * actRow)
-            encoded.withUnsafeMutableBytes { raw in
-                input.withUnsafeBufferPointer { x in
-                    for b in 0..<batch {
-                        lk_quantize_activations(typeId, x.baseAddress! + b * cols, raw.baseAddress! + b * actRow, Int64(cols))
-                    }
-                }
-            }
+            let (encoded, actRow) = encodeActivationRows(type, rng.floats(batch * cols), batch: batch, cols: cols)
             func run(packedLayout: Bool, rowBegin: Int = 0, rowEnd: Int? = nil) -> [Float] {
                 var out = [Float](repeating: .nan, count: batch * rows)
                 encoded.withUnsafeBytes { x in
