@@ -87,6 +87,7 @@ public enum RepackedWeights {
         var st = stat()
         guard fstat(fd, &st) == 0, Int(st.st_size) == size else { return nil }
         guard let base = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else { return nil }
+        _ = madvise(base, size, MADV_HUGEPAGE)  // as for the model file (GGUFFile)
         guard memcmp(base, header, headerSize) == 0 else {
             munmap(base, size)
             return nil
@@ -115,6 +116,9 @@ public enum RepackedWeights {
         munmap(base, size)
         guard status == 0 else { throw failure("cannot repack into", EINVAL) }
         guard synced else { throw failure("cannot write", syncError) }
+        // The written pages sit in the page cache as small pages; drop them (they are on disk
+        // now) so that the mapping for use reads them back as 2 MiB pages.
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
         guard rename(temporary, path) == 0 else { throw failure("cannot rename") }
     }
 }
