@@ -22,7 +22,9 @@
 # (128), CLUSTER_GEN_TOKENS (96), CLUSTER_ROUNDS (3), HTTP_PORT (8181), CONTROL_PORT (5655);
 # PYTHON (/work/llama-venv/bin/python if present, else python3); OMP_WAIT_POLICY for llama.cpp's
 # OpenMP threads (default passive: spinning threads collapse when other work shares the cores;
-# set active, llama.cpp's default, on an idle machine).
+# set active, llama.cpp's default, on an idle machine). REPACK=1: our side keeps Q4_0 weights
+# repacked for the AVX2 product (bench and start --repack-dir bench-out/repacked, workers
+# --repack --cache-dir bench-out/cache-wN), made on the first run, outside the timed part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
@@ -44,6 +46,8 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 OMP_POLICY="${OMP_WAIT_POLICY:-passive}"
 OUT=bench-out
+REPACK_ARGS=()
+if [ "${REPACK:-0}" = 1 ]; then REPACK_ARGS=(--repack-dir "$OUT/repacked"); fi
 VOCAB=Tests/LlamaTokenizerTests/Fixtures/ggml-vocab-llama-spm.gguf
 mkdir -p "$OUT"
 
@@ -80,7 +84,7 @@ for spec in "${MODELS[@]}"; do
     file="$OUT/synth-$name.gguf"
     echo "== $name: llama-coord bench" >&2
     "$BIN/llama-coord" bench --model "$file" --threads "$THREADS" --prompt-tokens "$P" --gen-tokens "$G" \
-        --repetitions "$R" --json >"$OUT/$name.ours.json"
+        --repetitions "$R" "${REPACK_ARGS[@]}" --json >"$OUT/$name.ours.json"
     echo "== $name: llama.cpp bench" >&2
     OMP_WAIT_POLICY="$OMP_POLICY" "$PYTHON" scripts/llamacpp_oracle.py bench "$file" --threads "$THREADS" --prompt-tokens "$P" --gen-tokens "$G" \
         --reps "$R" >"$OUT/$name.llamacpp.json"
@@ -117,11 +121,13 @@ EOF
     }
     trap cleanup EXIT INT TERM
     echo "== starting a coordinator and workers w1, w2 on $MODEL" >&2
-    "$BIN/llama-coord" start --manifest "$OUT/cluster-7b.yaml" >"$OUT/coord.log" 2>&1 &
+    "$BIN/llama-coord" start --manifest "$OUT/cluster-7b.yaml" "${REPACK_ARGS[@]}" >"$OUT/coord.log" 2>&1 &
     pids+=($!)
     for w in w1 w2; do
+        worker_repack=()
+        if [ "${REPACK:-0}" = 1 ]; then worker_repack=(--repack --cache-dir "$OUT/cache-$w"); fi
         "$BIN/llama-worker" join --coordinator "tcp://127.0.0.1:$CONTROL_PORT" --name "$w" --threads "$THREADS" \
-            --model "$MODEL" --listen "tcp://127.0.0.1:0" --advertise 127.0.0.1 >"$OUT/$w.log" 2>&1 &
+            --model "$MODEL" --listen "tcp://127.0.0.1:0" --advertise 127.0.0.1 "${worker_repack[@]}" >"$OUT/$w.log" 2>&1 &
         pids+=($!)
     done
     ready=0
@@ -139,7 +145,7 @@ EOF
             # The cluster sits idle (heartbeats only) while one process runs.
             echo "== round $round: one process, prompt $CP, $CG generated, batch $b" >&2
             "$BIN/llama-coord" bench --model "$MODEL" --threads "$THREADS" --prompt-tokens "$CP" --gen-tokens "$CG" \
-                --batch "$b" --repetitions 1 --json >"$OUT/single-b$b-r$round.json"
+                --batch "$b" --repetitions 1 "${REPACK_ARGS[@]}" --json >"$OUT/single-b$b-r$round.json"
             echo "== round $round: cluster, $b concurrent streams" >&2
             "$BIN/llama-coord" bench --endpoint "$ENDPOINT" --model "$MODEL" --concurrency "$b" --prompt-tokens "$CP" \
                 --gen-tokens "$CG" --repetitions 1 --json >"$OUT/cluster-c$b-r$round.json"
@@ -152,10 +158,10 @@ fi
 
 # MARK: - Table
 
-"$PYTHON" - "$OUT" "$THREADS" "$P" "$G" "$R" "$LOAD_BEFORE" "$LOAD_AFTER" "$OMP_POLICY" "${CLUSTER_JSON[@]}" <<'PY'
+"$PYTHON" - "$OUT" "$THREADS" "$P" "$G" "$R" "$LOAD_BEFORE" "$LOAD_AFTER" "$OMP_POLICY" "${REPACK:-0}" "${CLUSTER_JSON[@]}" <<'PY'
 import json, os, sys
-out, threads, p, g, reps, load_before, load_after, omp_policy = sys.argv[1:9]
-cluster_rounds = int(sys.argv[9]) if len(sys.argv) > 9 else 0
+out, threads, p, g, reps, load_before, load_after, omp_policy, repack = sys.argv[1:10]
+cluster_rounds = int(sys.argv[10]) if len(sys.argv) > 10 else 0
 bandwidth = float(open(os.path.join(out, "membw.txt")).read().split()[0])
 names = ["7b-4l-q4_0", "7b-4l-q8_0", "70b-2l-q4_0"]
 
@@ -167,7 +173,8 @@ lines = [
     "",
     f"Memory read bandwidth ({threads} threads, best of 5): {bandwidth:.2f} GB/s. "
     f"Load average (1/5/15 min) before: {load_before}, after: {load_after}. "
-    f"llama.cpp ran with OMP_WAIT_POLICY={omp_policy}.",
+    f"llama.cpp ran with OMP_WAIT_POLICY={omp_policy}. "
+    + ("Ours used repacked Q4_0 copies (--repack-dir / --repack)." if repack == "1" else "Ours read the GGUF's own Q4_0 rows (no repacked copies)."),
     "",
     "| model | prefill tok/s ours | prefill tok/s llama.cpp | ratio | decode tok/s ours | decode tok/s llama.cpp | ratio "
     "| MiB read / token | read limit tok/s | ours of limit | llama.cpp of limit |",
