@@ -8,6 +8,9 @@
 #
 #   sudo deploy/bench-netns.sh [MODEL] [GEN_TOKENS]        DELAYS="0 0.5 2 5" (ms per hop;
 #                                                          "none": no relay either)
+#                                                          MODES="off on" (speculation; "draft":
+#                                                          prompt lookup and a draft model, the
+#                                                          model's first DRAFT_LAYERS=1 layers)
 #
 # The delay: tc netem on every host's link where the kernel has sch_netem; otherwise
 # deploy/delay-relay.py, a userspace relay in every host's namespace that an iptables nat
@@ -26,6 +29,10 @@ cd "$(dirname "$0")/.."
 MODEL="$(realpath "${1:-models/demo/llama-cluster-demo.q8_0.gguf}")"
 GEN="${2:-64}"
 DELAYS="${DELAYS:-0 0.5 2 5}"
+MODES="${MODES:-off on}"
+for m in $MODES; do
+    case "$m" in off|on|draft) ;; *) echo "MODES: off, on or draft, not '$m'" >&2; exit 2 ;; esac
+done
 BIN="$(/opt/swift/usr/bin/swift build -c release --show-bin-path)"
 S="$(printf %04x $((RANDOM)))"
 HUB="lcb$S-hub"
@@ -93,6 +100,10 @@ if [ "$METHOD" = relay ]; then
     done
 fi
 COORD="$(addr 0)"
+DRAFT="$WORK/draft.gguf"
+case " $MODES " in
+    *" draft "*) "$BIN/llama-coord" first-layers --model "$MODEL" --layers "${DRAFT_LAYERS:-1}" --out "$DRAFT" >/dev/null ;;
+esac
 
 start_relays() {  # delay ms: one relay in every host's namespace
     for h in "${HOSTS[@]}"; do
@@ -119,7 +130,7 @@ finish_relays() {
     done
 }
 
-start_cluster() {  # speculation on|off
+start_cluster() {  # speculation off|on|draft
     local manifest="$WORK/cluster-$1.yaml"
     {
         echo "model: $MODEL"
@@ -127,7 +138,10 @@ start_cluster() {  # speculation on|off
         echo "insecure: true      # a test network inside this machine"
         echo "max_sequences: 8"
         echo "heartbeat_timeout: 5"
-        [ "$1" = on ] && echo "speculative: { ngram: 3, draft: 8 }"
+        case "$1" in
+            on) echo "speculative: { ngram: 3, draft: 8 }" ;;
+            draft) echo "speculative: { ngram: 3, draft: 8, model: \"$DRAFT\" }" ;;
+        esac
         echo "workers: [{ name: w1, threads: 1 }, { name: w2, threads: 1 }, { name: w3, threads: 1 }]"
     } > "$manifest"
     ip netns exec "$(ns coord)" "$BIN/llama-coord" start --manifest "$manifest" >"$WORK/coord.log" 2>&1 & pids+=($!)
@@ -175,7 +189,7 @@ for label in $DELAYS; do
         start_relays "$d"
     fi
     rm -f "$WORK/stages.json"  # the stage times of the run without speculation, for both rows' bound
-    for spec in off on; do
+    for spec in $MODES; do
         start_cluster "$spec"
         bench 1 "$PWD/deploy/prompts/code.txt" >"$WORK/code.json" & FG=$!; wait "$FG"
         bench 1 "$PWD/deploy/prompts/prose.txt" >"$WORK/prose.json" & FG=$!; wait "$FG"

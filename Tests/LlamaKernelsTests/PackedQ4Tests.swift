@@ -6,11 +6,12 @@ import Testing
 
 /// Q4_0 weights repacked in groups of eight rows (`lk_q4_0_x8_pack`): the product on the
 /// repacked bytes is bitwise the AVX2 product on the original rows, at every level (the
-/// portable loop keeps the same order), for any batch and row range.
+/// portable loop keeps the same order), for any batch and row range (decode walks up to four
+/// parts of a range side by side: 1 to 11 groups of eight cover every split).
 @Suite("Q4_0 repacked in groups of eight rows")
 struct PackedQ4Tests {
     @Test("the product on repacked rows equals the AVX2 product on the original rows bitwise",
-          arguments: [(8, 32), (16, 256), (40, 4096)])
+          arguments: [(8, 32), (16, 256), (40, 4096), (64, 128), (88, 64)])
     func packedEqualsOriginal(rows: Int, cols: Int) throws {
         let type = GGMLType.q4_0
         let typeId = Int32(type.rawValue)
