@@ -561,6 +561,85 @@ static void f32_to_f16_avx2(const float *src, uint16_t *dst, int64_t n) {
     for (; i < n; i++) dst[i] = (uint16_t)_cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
+// MARK: - Attention
+//
+// As attention_avx512 (see its notes in avx512.c): positions in blocks of eight, every head
+// of the call visiting a block before the next, one head's dot products and weighted values
+// without a call per cached row. The same operations in the same order as dot_f32_avx2 /
+// dot_f16_f32_avx2 (two accumulators taking alternate slices of eight) and axpy_f32_avx2 /
+// axpy_f16_avx2 (one FMA per slice, rows in position order), so results are bitwise those of
+// the generic loop. An output is kept in registers eight slices at a time over a block, in
+// memory between blocks.
+
+#define LK_ATTENTION_BLOCK 8
+
+// Slice j (8 elements) of a cached row of floats or of halves.
+LK_INLINE __m256 lk_kv8(int half, const void *row, int64_t j) {
+    return half ? lk_load8_f16(row, 8 * j) : lk_load8_f32(row, 8 * j);
+}
+
+// Slices j0..j0+M-1 of one head's output, over positions p0..p1-1 of a block.
+LK_INLINE void lk_attention_values(const int M, int half, const char *vh, size_t row_bytes, const float *s,
+                                   int64_t p0, int64_t p1, int64_t j0, float *oh) {
+    __m256 r[8];
+    for (int j = 0; j < M; j++) r[j] = p0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(oh + 8 * (j0 + j));
+    for (int64_t p = p0; p < p1; p++) {
+        const char *vp = vh + (size_t)p * row_bytes;
+        const __m256 w = _mm256_set1_ps(s[p]);
+        for (int j = 0; j < M; j++) r[j] = _mm256_fmadd_ps(w, lk_kv8(half, vp, j0 + j), r[j]);
+    }
+    for (int j = 0; j < M; j++) _mm256_storeu_ps(oh + 8 * (j0 + j), r[j]);
+}
+
+LK_INLINE void lk_attention_any(int half, const float *q, int64_t q_stride, int64_t nkv, int64_t group,
+                                const void *k, const void *v, int64_t kv_stride, int64_t head_dim, int64_t npos,
+                                float scale, float *scores, float *out, int64_t out_stride) {
+    const size_t elem = half ? sizeof(uint16_t) : sizeof(float);
+    const size_t row_bytes = (size_t)kv_stride * elem, head_bytes = (size_t)head_dim * elem;
+    const int64_t nq = nkv * group, nv = head_dim / 8;  // head_dim % 32 == 0: nv % 4 == 0
+    for (int64_t p0 = 0; p0 < npos; p0 += LK_ATTENTION_BLOCK) {
+        const int64_t p1 = npos - p0 < LK_ATTENTION_BLOCK ? npos : p0 + LK_ATTENTION_BLOCK;
+        for (int64_t h = 0; h < nq; h++) {
+            const float *qh = q + h * q_stride;
+            const char *kh = (const char *)k + (size_t)(h / group) * head_bytes;
+            float *sh = scores + h * npos;
+            for (int64_t p = p0; p < p1; p++) {
+                const char *kp = kh + (size_t)p * row_bytes;
+                __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+                for (int64_t j = 0; j < nv; j += 2) {
+                    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 8 * j), lk_kv8(half, kp, j), acc0);
+                    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 8 * j + 8), lk_kv8(half, kp, j + 1), acc1);
+                }
+                sh[p] = lk_hsum256(_mm256_add_ps(acc0, acc1)) * scale;
+            }
+        }
+    }
+    for (int64_t h = 0; h < nq; h++) lk_softmax(scores + h * npos, npos);
+    for (int64_t p0 = 0; p0 < npos; p0 += LK_ATTENTION_BLOCK) {
+        const int64_t p1 = npos - p0 < LK_ATTENTION_BLOCK ? npos : p0 + LK_ATTENTION_BLOCK;
+        for (int64_t h = 0; h < nq; h++) {
+            const char *vh = (const char *)v + (size_t)(h / group) * head_bytes;
+            const float *sh = scores + h * npos;
+            float *oh = out + h * out_stride;
+            int64_t j0 = 0;
+            for (; j0 + 8 <= nv; j0 += 8) lk_attention_values(8, half, vh, row_bytes, sh, p0, p1, j0, oh);
+            if (j0 < nv) lk_attention_values(4, half, vh, row_bytes, sh, p0, p1, j0, oh);
+        }
+    }
+}
+
+static void attention_avx2(const float *q, int64_t q_stride, int64_t nkv, int64_t group, const float *k,
+                           const float *v, int64_t kv_stride, int64_t head_dim, int64_t npos, float scale,
+                           float *scores, float *out, int64_t out_stride) {
+    lk_attention_any(0, q, q_stride, nkv, group, k, v, kv_stride, head_dim, npos, scale, scores, out, out_stride);
+}
+
+static void attention_f16_avx2(const float *q, int64_t q_stride, int64_t nkv, int64_t group, const uint16_t *k,
+                               const uint16_t *v, int64_t kv_stride, int64_t head_dim, int64_t npos, float scale,
+                               float *scores, float *out, int64_t out_stride) {
+    lk_attention_any(1, q, q_stride, nkv, group, k, v, kv_stride, head_dim, npos, scale, scores, out, out_stride);
+}
+
 #pragma clang attribute pop
 
 const lk_impl lk_impl_avx2 = {
@@ -578,6 +657,8 @@ const lk_impl lk_impl_avx2 = {
     .axpy_f16 = axpy_f16_avx2,
     .f16_to_f32 = f16_to_f32_avx2,
     .f32_to_f16 = f32_to_f16_avx2,
+    .attention = attention_avx2,
+    .attention_f16 = attention_f16_avx2,
 };
 
 #endif
