@@ -50,15 +50,7 @@ struct DraftModelTests {
         defer { plain.shutdown() }
         let spec = try Self.backend(SpeculativeSettings(ngram: 0, maxDraft: 5, draftModel: Self.draftPath, draftMinProbability: 0.3))
         defer { spec.shutdown() }
-        for (i, text) in SpeculativeTests.prompts.enumerated() {
-            let tokens = plain.tokenize(text, addBOS: true)
-            for parameters in [SamplingParameters.greedy, .seeded(UInt64(70 + i))] {
-                let job = CompletionJob(promptTokens: tokens, parameters: parameters, maxTokens: 48)
-                let a = try await collect(plain, job), b = try await collect(spec, job)
-                #expect(a.tokens == b.tokens, "prompt \(i), \(parameters)")
-                #expect(a.finish == b.finish)
-            }
-        }
+        try await SpeculativeTests.expectSameText(plain, spec, seedBase: 70, maxTokens: 48)
         // Two sequences at once, each with its own slot in the draft model.
         let jobs = SpeculativeTests.prompts.prefix(2).map {
             CompletionJob(promptTokens: plain.tokenize($0, addBOS: true), parameters: .greedy, maxTokens: 40)

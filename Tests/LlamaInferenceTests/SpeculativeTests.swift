@@ -27,21 +27,27 @@ struct SpeculativeTests {
         "The os module provides",
     ]
 
+    /// Every prompt, greedy and seeded (seed `seedBase + i` for prompt i): `spec` gives `plain`'s
+    /// tokens and finish.
+    static func expectSameText(_ plain: LocalBackend, _ spec: LocalBackend, seedBase: UInt64, maxTokens: Int) async throws {
+        for (i, text) in prompts.enumerated() {
+            let tokens = plain.tokenize(text, addBOS: true)
+            for parameters in [SamplingParameters.greedy, .seeded(seedBase + UInt64(i))] {
+                let job = CompletionJob(promptTokens: tokens, parameters: parameters, maxTokens: maxTokens)
+                let a = try await collect(plain, job), b = try await collect(spec, job)
+                #expect(a.tokens == b.tokens, "prompt \(i), \(parameters)")
+                #expect(a.finish == b.finish)
+            }
+        }
+    }
+
     @Test("greedy and seeded text equal one token per frame; some drafts are accepted and some rejected")
     func equalText() async throws {
         let plain = try Self.backend(speculative: nil)
         defer { plain.shutdown() }
         let spec = try Self.backend(speculative: Self.settings)
         defer { spec.shutdown() }
-        for (i, text) in Self.prompts.enumerated() {
-            let tokens = plain.tokenize(text, addBOS: true)
-            for parameters in [SamplingParameters.greedy, .seeded(UInt64(40 + i))] {
-                let job = CompletionJob(promptTokens: tokens, parameters: parameters, maxTokens: 64)
-                let a = try await collect(plain, job), b = try await collect(spec, job)
-                #expect(a.tokens == b.tokens, "prompt \(i), \(parameters)")
-                #expect(a.finish == b.finish)
-            }
-        }
+        try await Self.expectSameText(plain, spec, seedBase: 40, maxTokens: 64)
         try waitUntil("the draft counters", timeout: 5) { spec.counters().draftedTokens > 0 }
         let c = spec.counters()
         #expect(c.draftedTokens > 0 && c.acceptedDraftTokens > 0, "drafts were made and some accepted: \(c.draftedTokens)/\(c.acceptedDraftTokens)")
