@@ -76,7 +76,7 @@ LK_INLINE int64_t lk_q8_act_at(int64_t i) { return (i / 16) * 16 + (i % 4) * 4 +
 
 // Adds block i of eight rows (quant registers g, scales dw) times activation rows 0..nrows-1.
 LK_INLINE void lk_q4_0x8_accumulate(int nrows, const __m256i g[8], __m256 dw, int64_t i, const uint8_t *xq, size_t xs,
-                                    const int32_t *corr, __m256i ones, __m256 *acc) {
+                                    const float *scales, const int32_t *corr, __m256i ones, __m256 *acc) {
     const int64_t at = lk_q8_act_at(i);
     for (int b = 0; b < nrows; b++) {
         const lk_block_q8_0 *y = (const lk_block_q8_0 *)(xq + (size_t)b * xs) + i;
@@ -85,7 +85,10 @@ LK_INLINE void lk_q4_0x8_accumulate(int nrows, const __m256i g[8], __m256 dw, in
             s = _mm256_add_epi16(s, _mm256_maddubs_epi16(g[k], _mm256_set1_epi32(lk_load_i32(y->qs + 4 * k))));
         const int32_t c = *(const int32_t *)((const uint8_t *)(corr + at) + (size_t)b * xs);
         __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(c));
-        __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(lk_h2f(y->d)));
+        // The row's block scale as a float (placed by the quantizer): one broadcast load
+        // instead of a half load, conversion and broadcast per block and row.
+        const float da = *(const float *)((const uint8_t *)(scales + at) + (size_t)b * xs);
+        __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(da));
         acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[b]);
     }
 }
@@ -97,6 +100,7 @@ LK_INLINE void lk_q4_0x8_rows(int nrows, const uint8_t *W, size_t ws, int64_t n,
                               float *out, int64_t os) {
     const int64_t nb = n / 32;
     const __m256i ones = _mm256_set1_epi16(1);
+    const float *scales = (const float *)(xq + lk_q8_act_scales_offset(n));
     const int32_t *corr = (const int32_t *)(xq + lk_q8_act_corr4_offset(n));
     __m256 acc[LK_Q4_0X8_COLS];
     for (int b = 0; b < nrows; b++) acc[b] = _mm256_setzero_ps();
@@ -104,7 +108,7 @@ LK_INLINE void lk_q4_0x8_rows(int nrows, const uint8_t *W, size_t ws, int64_t n,
         __m256i g[8];
         __m256 dw;
         lk_q4_0x8_unpack(W, ws, i, g, &dw);
-        lk_q4_0x8_accumulate(nrows, g, dw, i, xq, xs, corr, ones, acc);
+        lk_q4_0x8_accumulate(nrows, g, dw, i, xq, xs, scales, corr, ones, acc);
     }
     for (int b = 0; b < nrows; b++) _mm256_storeu_ps(out + b * os, acc[b]);
 }
@@ -115,6 +119,7 @@ LK_INLINE void lk_q4_0x8p_rows(int nrows, const uint8_t *G, int64_t n, const uin
                                float *out, int64_t os) {
     const int64_t nb = n / 32;
     const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0x0f);
+    const float *scales = (const float *)(xq + lk_q8_act_scales_offset(n));
     const int32_t *corr = (const int32_t *)(xq + lk_q8_act_corr4_offset(n));
     __m256 acc[LK_Q4_0X8_COLS];
     for (int b = 0; b < nrows; b++) acc[b] = _mm256_setzero_ps();
@@ -127,7 +132,7 @@ LK_INLINE void lk_q4_0x8p_rows(int nrows, const uint8_t *G, int64_t n, const uin
             g[k] = _mm256_and_si256(w, m4);
             g[k + 4] = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
         }
-        lk_q4_0x8_accumulate(nrows, g, dw, i, xq, xs, corr, ones, acc);
+        lk_q4_0x8_accumulate(nrows, g, dw, i, xq, xs, scales, corr, ones, acc);
     }
     for (int b = 0; b < nrows; b++) _mm256_storeu_ps(out + b * os, acc[b]);
 }
@@ -140,13 +145,14 @@ LK_INLINE void lk_q4_0x8p_rows(int nrows, const uint8_t *G, int64_t n, const uin
 LK_INLINE void lk_q4_0x8p_multi(const int m, const uint8_t *const *G, int64_t n, const uint8_t *xq, float *const *outs) {
     const int64_t nb = n / 32;
     const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0x0f);
+    const float *scales = (const float *)(xq + lk_q8_act_scales_offset(n));
     const int32_t *corr = (const int32_t *)(xq + lk_q8_act_corr4_offset(n));
     __m256 acc[4];
     for (int j = 0; j < m; j++) acc[j] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const lk_block_q8_0 *y = (const lk_block_q8_0 *)xq + i;
         const __m256i c = _mm256_set1_epi32(corr[lk_q8_act_at(i)]);
-        const __m256 da = _mm256_set1_ps(lk_h2f(y->d));
+        const __m256 da = _mm256_set1_ps(scales[lk_q8_act_at(i)]);
         __m256i s[4];
         for (int j = 0; j < m; j++) s[j] = _mm256_setzero_si256();
         for (int k = 0; k < 4; k++) {
@@ -255,6 +261,7 @@ LK_INLINE void lk_q8_0x8_rows(int nrows, const uint8_t *W, size_t ws, int64_t n,
                               float *out, int64_t os) {
     const int64_t nb = n / 32;
     const __m256i ones = _mm256_set1_epi16(1);
+    const float *scales = (const float *)(xq + lk_q8_act_scales_offset(n));
     __m256 acc[LK_Q4_0X8_COLS];
     for (int b = 0; b < nrows; b++) acc[b] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
@@ -269,8 +276,8 @@ LK_INLINE void lk_q8_0x8_rows(int nrows, const uint8_t *W, size_t ws, int64_t n,
                 __m256i a = _mm256_sign_epi8(_mm256_set1_epi32(lk_load_i32(y->qs + 4 * k)), w[k]);
                 dot = _mm256_add_epi32(dot, _mm256_madd_epi16(_mm256_maddubs_epi16(m[k], a), ones));
             }
-            __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(lk_h2f(y->d)));
-            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[b]);
+            const float da = *(const float *)((const uint8_t *)(scales + lk_q8_act_at(i)) + (size_t)b * xs);
+            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(da)), acc[b]);
         }
     }
     for (int b = 0; b < nrows; b++) _mm256_storeu_ps(out + b * os, acc[b]);
