@@ -10,7 +10,9 @@
 #                                                          "none": no relay either)
 #                                                          MODES="off on" (speculation; "draft":
 #                                                          prompt lookup and a draft model, the
-#                                                          model's first DRAFT_LAYERS=1 layers)
+#                                                          model's first DRAFT_LAYERS=1 layers,
+#                                                          drafting while its own probability
+#                                                          is at least DRAFT_P_MIN=0.75)
 #
 # The delay: tc netem on every host's link where the kernel has sch_netem; otherwise
 # deploy/delay-relay.py, a userspace relay in every host's namespace that an iptables nat
@@ -30,6 +32,9 @@ MODEL="$(realpath "${1:-models/demo/llama-cluster-demo.q8_0.gguf}")"
 GEN="${2:-64}"
 DELAYS="${DELAYS:-0 0.5 2 5}"
 MODES="${MODES:-off on}"
+DRAFT_P_MIN="${DRAFT_P_MIN:-0.75}"
+[[ "$DRAFT_P_MIN" =~ ^(0(\.[0-9]+)?|1(\.0+)?)$ ]] || { echo "DRAFT_P_MIN: a number in 0...1, not '$DRAFT_P_MIN'" >&2; exit 2; }
+[[ "${DRAFT_LAYERS:-1}" =~ ^[1-9][0-9]{0,3}$ ]] || { echo "DRAFT_LAYERS: a positive layer count, not '${DRAFT_LAYERS}'" >&2; exit 2; }
 for m in $MODES; do
     case "$m" in off|on|draft) ;; *) echo "MODES: off, on or draft, not '$m'" >&2; exit 2 ;; esac
 done
@@ -140,7 +145,7 @@ start_cluster() {  # speculation off|on|draft
         echo "heartbeat_timeout: 5"
         case "$1" in
             on) echo "speculative: { ngram: 3, draft: 8 }" ;;
-            draft) echo "speculative: { ngram: 3, draft: 8, model: \"$DRAFT\" }" ;;
+            draft) echo "speculative: { ngram: 3, draft: 8, model: \"$DRAFT\", p_min: $DRAFT_P_MIN }" ;;
         esac
         echo "workers: [{ name: w1, threads: 1 }, { name: w2, threads: 1 }, { name: w3, threads: 1 }]"
     } > "$manifest"
@@ -171,7 +176,7 @@ else
 fi
 echo "1 stream: a prompt of code with repeated structure (deploy/prompts/code.txt) and of prose (prose.txt), tok/s"
 echo "and the share of drafted tokens accepted; 8 streams: filler words (llama-coord bench's prompt), tok/s"
-printf "%-9s %-12s %10s %8s %10s %8s %10s %10s %8s %22s\n" "delay ms" "speculation" "1 code" "accept" "1 prose" "accept" \
+printf "%-9s %-12s %10s %12s %10s %12s %10s %10s %8s %22s\n" "delay ms" "speculation" "1 code" "accept" "1 prose" "accept" \
     "1 filler" "8 filler" "8 / 1" "1-stream bound tok/s"
 redirect() {  # -A | -D: the relay's redirect rule in every host's namespace
     for i in "${!HOSTS[@]}"; do
@@ -218,7 +223,7 @@ r1 = one["aggregate_decode_tokens_per_second"]["mean"]
 def single(path):
     r = json.load(open(path))
     drafted, accepted = r.get("drafted_tokens", 0), r.get("accepted_draft_tokens", 0)
-    return r["aggregate_decode_tokens_per_second"]["mean"], (f"{100 * accepted / drafted:.0f}%" if drafted else "-")
+    return r["aggregate_decode_tokens_per_second"]["mean"], (f"{100 * accepted / drafted:.0f}% of {drafted}" if drafted else "-")
 (code, code_acc), (prose, prose_acc) = single(sys.argv[7]), single(sys.argv[8])
 r8 = eight["aggregate_decode_tokens_per_second"]["mean"]
 if spec == "off":
@@ -228,7 +233,7 @@ if spec == "off":
 else:
     stages = json.load(open(saved)) if os.path.exists(saved) else None
 bound = "-" if not stages or None in stages else f"{1 / (sum(stages) + 4 * d / 1000):.1f}"
-print(f"{label:<9s} {spec:<12s} {code:10.1f} {code_acc:>8s} {prose:10.1f} {prose_acc:>8s} {r1:10.1f} {r8:10.1f} {r8 / r1:8.2f} {bound:>22s}")
+print(f"{label:<9s} {spec:<12s} {code:10.1f} {code_acc:>12s} {prose:10.1f} {prose_acc:>12s} {r1:10.1f} {r8:10.1f} {r8 / r1:8.2f} {bound:>22s}")
 PY
     done
     if [ "$METHOD" = relay ] && [ "$label" = none ]; then redirect -A
