@@ -235,6 +235,14 @@ if cluster_rounds:
             f"| {sum(r['seconds_per_token_per_stream']['mean'] for r in runs) / n * 1e3:.1f} "
             f"| {sum(r['time_to_first_token_seconds']['mean'] for r in runs) / n * 1e3:.0f} "
             f"| {workers} | {wire.get('f16', 0):.0f}, {wire.get('f32', 0):.0f} |")
+    # Every round's figures, so that the worst round shows, not only the median.
+    heads = " | ".join(str(r) for r in rounds)
+    lines += ["", "Each round (decode tok/s): one process with 1 and 8 sequences, then the cluster with 1 and 8 streams, and each 8 / 1 ratio:",
+              "", f"| round | {heads} |", "|---|" + "---|" * cluster_rounds,
+              "| one process 1 / 8 | " + " | ".join(f"{single[1][i]:.1f} / {single[8][i]:.1f}" for i in range(cluster_rounds)) + " |",
+              "| ratio | " + " | ".join(f"{single[8][i] / single[1][i]:.2f}" for i in range(cluster_rounds)) + " |",
+              "| cluster 1 / 8 | " + " | ".join(f"{decode(1, i):.1f} / {decode(8, i):.1f}" for i in range(cluster_rounds)) + " |",
+              "| ratio | " + " | ".join(f"{decode(8, i) / decode(1, i):.2f}" for i in range(cluster_rounds)) + " |"]
 
 text = "\n".join(lines) + "\n"
 open(os.path.join(out, "latest.md"), "w").write(text)
