@@ -76,7 +76,7 @@ done
 
 echo "== memory bandwidth ($THREADS threads)" >&2
 cc -O3 -mavx2 -mfma -pthread scripts/membw.c -o "$OUT/membw"
-"$OUT/membw" "$THREADS" 2048 5 | tee "$OUT/membw.txt"
+"$OUT/membw" "$THREADS" 2048 5 | tee "$OUT/membw.txt" >&2
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 for spec in "${MODELS[@]}"; do
