@@ -13,6 +13,10 @@
 #                                                          model's first DRAFT_LAYERS=1 layers,
 #                                                          drafting while its own probability
 #                                                          is at least DRAFT_P_MIN=0.75)
+#                                                          ROUNDS=1 (each delay's modes run
+#                                                          this many times, alternating; with
+#                                                          more than one, a table of each
+#                                                          cell's median follows)
 #
 # The delay: tc netem on every host's link where the kernel has sch_netem; otherwise
 # deploy/delay-relay.py, a userspace relay in every host's namespace that an iptables nat
@@ -33,6 +37,8 @@ GEN="${2:-64}"
 DELAYS="${DELAYS:-0 0.5 2 5}"
 MODES="${MODES:-off on}"
 DRAFT_P_MIN="${DRAFT_P_MIN:-0.75}"
+ROUNDS="${ROUNDS:-1}"
+[[ "$ROUNDS" =~ ^[1-9][0-9]?$ ]] || { echo "ROUNDS: 1 to 99, not '$ROUNDS'" >&2; exit 2; }
 [[ "$DRAFT_P_MIN" =~ ^(0(\.[0-9]+)?|1(\.0+)?)$ ]] || { echo "DRAFT_P_MIN: a number in 0...1, not '$DRAFT_P_MIN'" >&2; exit 2; }
 [[ "${DRAFT_LAYERS:-1}" =~ ^[1-9][0-9]{0,3}$ ]] || { echo "DRAFT_LAYERS: a positive layer count, not '${DRAFT_LAYERS}'" >&2; exit 2; }
 for m in $MODES; do
@@ -176,8 +182,10 @@ else
 fi
 echo "1 stream: a prompt of code with repeated structure (deploy/prompts/code.txt) and of prose (prose.txt), tok/s"
 echo "and the share of drafted tokens accepted; 8 streams: filler words (llama-coord bench's prompt), tok/s"
-printf "%-9s %-12s %10s %12s %10s %12s %10s %10s %8s %22s\n" "delay ms" "speculation" "1 code" "accept" "1 prose" "accept" \
-    "1 filler" "8 filler" "8 / 1" "1-stream bound tok/s"
+HEADER=("delay ms" "round" "speculation" "1 code" "accept" "1 prose" "accept" "1 filler" "8 filler" "8 / 1" "1-stream bound tok/s")
+FORMAT="%-9s %-6s %-12s %10s %12s %10s %12s %10s %10s %8s %22s\n"
+# shellcheck disable=SC2059
+printf "$FORMAT" "${HEADER[@]}"
 redirect() {  # -A | -D: the relay's redirect rule in every host's namespace
     for i in "${!HOSTS[@]}"; do
         ip netns exec "$(ns "${HOSTS[$i]}")" iptables -t nat "$1" OUTPUT -p tcp -d "$SUBNET" -j REDIRECT --to-ports "$RELAY_PORT"
@@ -194,6 +202,7 @@ for label in $DELAYS; do
         start_relays "$d"
     fi
     rm -f "$WORK/stages.json"  # the stage times of the run without speculation, for both rows' bound
+    for round in $(seq "$ROUNDS"); do
     for spec in $MODES; do
         start_cluster "$spec"
         bench 1 "$PWD/deploy/prompts/code.txt" >"$WORK/code.json" & FG=$!; wait "$FG"
@@ -208,7 +217,7 @@ for label in $DELAYS; do
         bench 8 >"$WORK/eight.json" & FG=$!; wait "$FG"; FG=""
         stop_cluster
         python3 - "$label" "$spec" "$WORK/one.json" "$WORK/eight.json" "$WORK/status.json" "$WORK/stages.json" \
-            "$WORK/code.json" "$WORK/prose.json" <<'PY'
+            "$WORK/code.json" "$WORK/prose.json" "$round" "$WORK/rows.jsonl" <<'PY'
 import json, os, sys
 # A token without speculation crosses four hops (coordinator -> w1 -> w2 -> w3 -> coordinator),
 # each one-way hop delayed d ms (netem on the sender's link, or the connection's one relay,
@@ -233,9 +242,30 @@ if spec == "off":
 else:
     stages = json.load(open(saved)) if os.path.exists(saved) else None
 bound = "-" if not stages or None in stages else f"{1 / (sum(stages) + 4 * d / 1000):.1f}"
-print(f"{label:<9s} {spec:<12s} {code:10.1f} {code_acc:>12s} {prose:10.1f} {prose_acc:>12s} {r1:10.1f} {r8:10.1f} {r8 / r1:8.2f} {bound:>22s}")
+print(f"{label:<9s} {sys.argv[9]:<6s} {spec:<12s} {code:10.1f} {code_acc:>12s} {prose:10.1f} {prose_acc:>12s} {r1:10.1f} {r8:10.1f} {r8 / r1:8.2f} {bound:>22s}")
+with open(sys.argv[10], "a") as f:
+    f.write(json.dumps({"label": label, "spec": spec, "code": code, "code_acc": code_acc, "prose": prose, "prose_acc": prose_acc,
+                        "one": r1, "eight": r8, "bound": bound}) + "\n")
 PY
+    done
     done
     if [ "$METHOD" = relay ] && [ "$label" = none ]; then redirect -A
     elif [ "$METHOD" = relay ]; then finish_relays; fi
 done
+if [ "$ROUNDS" -gt 1 ]; then
+    echo
+    echo "median of $ROUNDS rounds (8 / 1: the median of each round's ratio; accept and bound: the first round's)"
+    # shellcheck disable=SC2059
+    printf "$FORMAT" "${HEADER[@]}"
+    python3 - "$WORK/rows.jsonl" <<'PY'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+keys = list(dict.fromkeys((r["label"], r["spec"]) for r in rows))
+for label, spec in keys:
+    cell = [r for r in rows if (r["label"], r["spec"]) == (label, spec)]
+    med = lambda k: statistics.median(r[k] for r in cell)
+    ratio = statistics.median(r["eight"] / r["one"] for r in cell)
+    print(f"{label:<9s} {'median':<6s} {spec:<12s} {med('code'):10.1f} {cell[0]['code_acc']:>12s} {med('prose'):10.1f} "
+          f"{cell[0]['prose_acc']:>12s} {med('one'):10.1f} {med('eight'):10.1f} {ratio:8.2f} {cell[0]['bound']:>22s}")
+PY
+fi
