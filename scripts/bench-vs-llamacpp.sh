@@ -22,7 +22,7 @@
 # (128), CLUSTER_GEN_TOKENS (96), CLUSTER_ROUNDS (3), HTTP_PORT (8181), CONTROL_PORT (5655);
 # PYTHON (/work/llama-venv/bin/python if present, else python3); OMP_WAIT_POLICY for llama.cpp's
 # OpenMP threads (default passive: spinning threads collapse when other work shares the cores;
-# set active, llama.cpp's default, on an idle machine). REPACK=1: our side keeps Q4_0 weights
+# set active, llama.cpp's default, on an idle machine). REPACK=1: our side keeps Q4_0 and Q8_0 weights
 # repacked for the AVX2 product (bench and start --repack-dir bench-out/repacked, workers
 # --repack --cache-dir bench-out/cache-wN), made on the first run, outside the timed part.
 set -euo pipefail
@@ -174,7 +174,7 @@ lines = [
     f"Memory read bandwidth ({threads} threads, best of 5): {bandwidth:.2f} GB/s. "
     f"Load average (1/5/15 min) before: {load_before}, after: {load_after}. "
     f"llama.cpp ran with OMP_WAIT_POLICY={omp_policy}. "
-    + ("Ours used repacked Q4_0 copies (--repack-dir / --repack)." if repack == "1" else "Ours read the GGUF's own Q4_0 rows (no repacked copies)."),
+    + ("Ours used repacked Q4_0 and Q8_0 copies (--repack-dir / --repack)." if repack == "1" else "Ours read the GGUF's own rows (no repacked copies)."),
     "",
     "| model | prefill tok/s ours | prefill tok/s llama.cpp | ratio | decode tok/s ours | decode tok/s llama.cpp | ratio "
     "| MiB read / token | read limit tok/s | ours of limit | llama.cpp of limit |",

@@ -113,7 +113,7 @@ LK_INLINE void lk_q4_0x8_rows(int nrows, const uint8_t *W, size_t ws, int64_t n,
     for (int b = 0; b < nrows; b++) _mm256_storeu_ps(out + b * os, acc[b]);
 }
 
-// The same product on rows repacked by lk_q4_0_x8_pack: a block of eight rows is four plain
+// The same product on rows repacked by lk_x8_pack: a block of eight rows is four plain
 // loads and one scale conversion instead of the transposition and eight scale loads.
 LK_INLINE void lk_q4_0x8p_rows(int nrows, const uint8_t *G, int64_t n, const uint8_t *xq, size_t xs,
                                float *out, int64_t os) {
@@ -172,39 +172,44 @@ LK_INLINE void lk_q4_0x8p_multi(const int m, const uint8_t *const *G, int64_t n,
     for (int j = 0; j < m; j++) _mm256_storeu_ps(outs[j], acc[j]);
 }
 
-static void matmul_q4_0_x8_avx2(const void *P, size_t unused, int64_t n, const void *xq, size_t xs, int64_t nbatch,
-                                float *out, int64_t os, int64_t row_begin, int64_t row_end) {
-    (void)unused;
-    const size_t group = (size_t)(n / 32) * 144;
-    const uint8_t *x = (const uint8_t *)xq;
-    if (nbatch == 1) {
-        // Decode: the range's groups cut into four parts walked side by side.
-        const int64_t groups = (row_end - row_begin) / 8, part = (groups + 3) / 4;
-        for (int64_t g = 0; g < part; g++) {
-            const uint8_t *G[4];
-            float *o[4];
-            int live = 0;
-            for (int j = 0; j < 4 && g + j * part < groups; j++, live++) {
-                const int64_t r = row_begin + 8 * (g + j * part);
-                G[live] = (const uint8_t *)P + (size_t)(r / 8) * group;
-                o[live] = out + r;
-            }
-            if (live == 4) lk_q4_0x8p_multi(4, G, n, x, o);
-            else if (live == 3) lk_q4_0x8p_multi(3, G, n, x, o);
-            else if (live == 2) lk_q4_0x8p_multi(2, G, n, x, o);
-            else lk_q4_0x8p_multi(1, G, n, x, o);
-        }
-        return;
+// The product on repacked groups (`block` bytes per block of eight rows): a decode step (one
+// activation row) cuts the range's groups into four parts walked side by side by `multi`;
+// batches go through `rowsp`, up to LK_Q4_0X8_COLS activation rows per unpacking.
+#define LK_X8P_MATMUL(name, block, rowsp, multi)                                                              \
+    static void name(const void *P, size_t unused, int64_t n, const void *xq, size_t xs, int64_t nbatch,      \
+                     float *out, int64_t os, int64_t row_begin, int64_t row_end) {                            \
+        (void)unused;                                                                                         \
+        const size_t group = (size_t)(n / 32) * (block);                                                      \
+        const uint8_t *x = (const uint8_t *)xq;                                                               \
+        if (nbatch == 1) {                                                                                    \
+            const int64_t groups = (row_end - row_begin) / 8, part = (groups + 3) / 4;                        \
+            for (int64_t g = 0; g < part; g++) {                                                              \
+                const uint8_t *G[4];                                                                          \
+                float *o[4];                                                                                  \
+                int live = 0;                                                                                 \
+                for (int j = 0; j < 4 && g + j * part < groups; j++, live++) {                                \
+                    const int64_t r = row_begin + 8 * (g + j * part);                                         \
+                    G[live] = (const uint8_t *)P + (size_t)(r / 8) * group;                                   \
+                    o[live] = out + r;                                                                        \
+                }                                                                                             \
+                if (live == 4) multi(4, G, n, x, o);                                                          \
+                else if (live == 3) multi(3, G, n, x, o);                                                     \
+                else if (live == 2) multi(2, G, n, x, o);                                                     \
+                else multi(1, G, n, x, o);                                                                    \
+            }                                                                                                 \
+            return;                                                                                           \
+        }                                                                                                     \
+        for (int64_t r = row_begin; r + 8 <= row_end; r += 8) {                                               \
+            const uint8_t *G = (const uint8_t *)P + (size_t)(r / 8) * group;                                  \
+            for (int64_t b0 = 0; b0 < nbatch; b0 += LK_Q4_0X8_COLS) {                                         \
+                const int cols = nbatch - b0 >= LK_Q4_0X8_COLS ? LK_Q4_0X8_COLS : (int)(nbatch - b0);         \
+                if (cols == 1) rowsp(1, G, n, x + (size_t)b0 * xs, xs, out + b0 * os + r, os);                \
+                else rowsp(cols, G, n, x + (size_t)b0 * xs, xs, out + b0 * os + r, os);                       \
+            }                                                                                                 \
+        }                                                                                                     \
     }
-    for (int64_t r = row_begin; r + 8 <= row_end; r += 8) {
-        const uint8_t *G = (const uint8_t *)P + (size_t)(r / 8) * group;
-        for (int64_t b0 = 0; b0 < nbatch; b0 += LK_Q4_0X8_COLS) {
-            const int cols = nbatch - b0 >= LK_Q4_0X8_COLS ? LK_Q4_0X8_COLS : (int)(nbatch - b0);
-            if (cols == 1) lk_q4_0x8p_rows(1, G, n, x + (size_t)b0 * xs, xs, out + b0 * os + r, os);
-            else lk_q4_0x8p_rows(cols, G, n, x + (size_t)b0 * xs, xs, out + b0 * os + r, os);
-        }
-    }
-}
+
+LK_X8P_MATMUL(matmul_q4_0_x8_avx2, 144, lk_q4_0x8p_rows, lk_q4_0x8p_multi)
 
 // One row times one activation row, in the order of lk_q4_0x8_rows' lanes.
 LK_INLINE float lk_q4_0_row1(const uint8_t *W, int64_t n, const uint8_t *xq) {
@@ -257,31 +262,88 @@ LK_INLINE void lk_q8_0x8_unpack(const uint8_t *W, size_t ws, int64_t i, __m256i 
 #undef LK_ROW
 }
 
-LK_INLINE void lk_q8_0x8_rows(int nrows, const uint8_t *W, size_t ws, int64_t n, const uint8_t *xq, size_t xs,
-                              float *out, int64_t os) {
+// Adds block i of eight rows (weight words w, scales dw) times activation rows 0..nrows-1.
+LK_INLINE void lk_q8_0x8_accumulate(int nrows, const __m256i w[8], __m256 dw, int64_t i, const uint8_t *xq, size_t xs,
+                                    const float *scales, __m256i ones, __m256 *acc) {
+    __m256i m[8];
+    for (int k = 0; k < 8; k++) m[k] = _mm256_sign_epi8(w[k], w[k]);
+    for (int b = 0; b < nrows; b++) {
+        const lk_block_q8_0 *y = (const lk_block_q8_0 *)(xq + (size_t)b * xs) + i;
+        __m256i dot = _mm256_setzero_si256();
+        for (int k = 0; k < 8; k++) {
+            __m256i a = _mm256_sign_epi8(_mm256_set1_epi32(lk_load_i32(y->qs + 4 * k)), w[k]);
+            dot = _mm256_add_epi32(dot, _mm256_madd_epi16(_mm256_maddubs_epi16(m[k], a), ones));
+        }
+        const float da = *(const float *)((const uint8_t *)(scales + lk_q8_act_at(i)) + (size_t)b * xs);
+        acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(da)), acc[b]);
+    }
+}
+
+// Rows r..r+7 times activation rows 0..nrows-1: from the original rows W (ws bytes apart),
+// transposed on the fly, or (`packed`, a constant at each use) from a group repacked by
+// lk_x8_pack at W, where a block of eight rows is eight plain loads and one conversion.
+LK_INLINE void lk_q8_0x8_walk(int nrows, const int packed, const uint8_t *W, size_t ws, int64_t n, const uint8_t *xq,
+                              size_t xs, float *out, int64_t os) {
     const int64_t nb = n / 32;
     const __m256i ones = _mm256_set1_epi16(1);
     const float *scales = (const float *)(xq + lk_q8_act_scales_offset(n));
     __m256 acc[LK_Q4_0X8_COLS];
     for (int b = 0; b < nrows; b++) acc[b] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        __m256i w[8], m[8];
+        __m256i w[8];
         __m256 dw;
-        lk_q8_0x8_unpack(W, ws, i, w, &dw);
-        for (int k = 0; k < 8; k++) m[k] = _mm256_sign_epi8(w[k], w[k]);
-        for (int b = 0; b < nrows; b++) {
-            const lk_block_q8_0 *y = (const lk_block_q8_0 *)(xq + (size_t)b * xs) + i;
-            __m256i dot = _mm256_setzero_si256();
-            for (int k = 0; k < 8; k++) {
-                __m256i a = _mm256_sign_epi8(_mm256_set1_epi32(lk_load_i32(y->qs + 4 * k)), w[k]);
-                dot = _mm256_add_epi32(dot, _mm256_madd_epi16(_mm256_maddubs_epi16(m[k], a), ones));
-            }
-            const float da = *(const float *)((const uint8_t *)(scales + lk_q8_act_at(i)) + (size_t)b * xs);
-            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(da)), acc[b]);
+        if (packed) {
+            const uint8_t *p = W + (size_t)i * 272;
+            dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            for (int k = 0; k < 8; k++) w[k] = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * k));
+        } else {
+            lk_q8_0x8_unpack(W, ws, i, w, &dw);
         }
+        lk_q8_0x8_accumulate(nrows, w, dw, i, xq, xs, scales, ones, acc);
     }
     for (int b = 0; b < nrows; b++) _mm256_storeu_ps(out + b * os, acc[b]);
 }
+
+LK_INLINE void lk_q8_0x8_rows(int nrows, const uint8_t *W, size_t ws, int64_t n, const uint8_t *xq, size_t xs,
+                              float *out, int64_t os) {
+    lk_q8_0x8_walk(nrows, 0, W, ws, n, xq, xs, out, os);
+}
+
+LK_INLINE void lk_q8_0x8p_rows(int nrows, const uint8_t *G, int64_t n, const uint8_t *xq, size_t xs,
+                               float *out, int64_t os) {
+    lk_q8_0x8_walk(nrows, 1, G, 0, n, xq, xs, out, os);
+}
+
+// One activation row times m <= 4 groups of eight repacked Q8_0 rows, walked side by side as
+// lk_q4_0x8p_multi does: the same integer dots, scale products and FMA per block.
+LK_INLINE void lk_q8_0x8p_multi(const int m, const uint8_t *const *G, int64_t n, const uint8_t *xq, float *const *outs) {
+    const int64_t nb = n / 32;
+    const __m256i ones = _mm256_set1_epi16(1);
+    const float *scales = (const float *)(xq + lk_q8_act_scales_offset(n));
+    __m256 acc[4];
+    for (int j = 0; j < m; j++) acc[j] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const lk_block_q8_0 *y = (const lk_block_q8_0 *)xq + i;
+        const __m256 da = _mm256_set1_ps(scales[lk_q8_act_at(i)]);
+        __m256i s[4];
+        for (int j = 0; j < m; j++) s[j] = _mm256_setzero_si256();
+        for (int k = 0; k < 8; k++) {
+            const __m256i a = _mm256_set1_epi32(lk_load_i32(y->qs + 4 * k));
+            for (int j = 0; j < m; j++) {
+                const __m256i w = _mm256_loadu_si256((const __m256i *)(G[j] + (size_t)i * 272 + 16 + 32 * k));
+                const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+                s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(p, ones));
+            }
+        }
+        for (int j = 0; j < m; j++) {
+            const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(G[j] + (size_t)i * 272))), da);
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[j]), d, acc[j]);
+        }
+    }
+    for (int j = 0; j < m; j++) _mm256_storeu_ps(outs[j], acc[j]);
+}
+
+LK_X8P_MATMUL(matmul_q8_0_x8_avx2, 272, lk_q8_0x8p_rows, lk_q8_0x8p_multi)
 
 // One row times one activation row, in the order of lk_q8_0x8_rows' lanes.
 LK_INLINE float lk_q8_0_row1(const uint8_t *W, int64_t n, const uint8_t *xq) {
@@ -658,6 +720,7 @@ const lk_impl lk_impl_avx2 = {
     .matmul_q4_K = matmul_q4_K_avx2,
     .matmul_q6_K = matmul_q6_K_avx2,
     .matmul_q4_0_x8 = matmul_q4_0_x8_avx2,
+    .matmul_q8_0_x8 = matmul_q8_0_x8_avx2,
     .dot_f32 = dot_f32_avx2,
     .axpy_f32 = axpy_f32_avx2,
     .dot_f16_f32 = dot_f16_f32_avx2,

@@ -215,8 +215,9 @@ typedef struct {
     // Optional (may be null): lk_quantize_activations for Q4_0 and Q8_0 weights, producing
     // the same bytes as the portable loop.
     void (*quantize_q8_act)(const float *x, void *dst, int64_t n);
-    // Optional (may be null): lk_matmul_q4_0_x8 (W: the repacked groups, w_row_stride unused).
-    lk_matmul_fn matmul_q4_0_x8;
+    // Optional (may be null): lk_matmul_x8 for Q4_0 and Q8_0 (W: the repacked groups,
+    // w_row_stride unused).
+    lk_matmul_fn matmul_q4_0_x8, matmul_q8_0_x8;
     // Optional (may be null): lk_swiglu.
     void (*swiglu)(float *gate, const float *up, int64_t n);
     // Optional (may be null): lk_attention for head sizes that are multiples of 32 up to

@@ -488,20 +488,27 @@ void lk_matmul(int type, const void *W, size_t w_row_stride, int64_t ncols,
     fn(W, w_row_stride, ncols, xq, xq_row_stride, nbatch, out, out_row_stride, row_begin, row_end);
 }
 
-// MARK: - Q4_0 in groups of eight rows
+// MARK: - Q4_0 and Q8_0 in groups of eight rows
 
-size_t lk_q4_0_x8_size(int64_t rows, int64_t ncols) { return lk_row_size(LK_TYPE_Q4_0, ncols) * (size_t)rows; }
+size_t lk_x8_size(int type, int64_t rows, int64_t ncols) {
+    if (type != LK_TYPE_Q4_0 && type != LK_TYPE_Q8_0) return 0;
+    return lk_row_size(type, ncols) * (size_t)rows;
+}
 
-int lk_q4_0_x8_pack(const void *W, size_t ws, int64_t rows, int64_t ncols, void *dst) {
+int lk_x8_pack(int type, const void *W, size_t ws, int64_t rows, int64_t ncols, void *dst) {
+    if (type != LK_TYPE_Q4_0 && type != LK_TYPE_Q8_0) return -1;
     if (rows < 0 || rows % 8 != 0 || ncols <= 0 || ncols % 32 != 0) return -1;
     const int64_t nb = ncols / 32;
+    // Both block types are a half scale followed by the quants (16 or 32 bytes).
+    const size_t block = type == LK_TYPE_Q4_0 ? sizeof(lk_block_q4_0) : sizeof(lk_block_q8_0);
+    const int words = type == LK_TYPE_Q4_0 ? 4 : 8;
     uint8_t *out = (uint8_t *)dst;
     for (int64_t g = 0; g < rows / 8; g++) {
-        for (int64_t i = 0; i < nb; i++, out += 144) {
+        for (int64_t i = 0; i < nb; i++, out += 8 * block) {
             for (int j = 0; j < 8; j++) {
-                const lk_block_q4_0 *x = (const lk_block_q4_0 *)((const uint8_t *)W + (size_t)(8 * g + j) * ws) + i;
-                memcpy(out + 2 * j, &x->d, 2);
-                for (int k = 0; k < 4; k++) memcpy(out + 16 + 32 * k + 4 * j, x->qs + 4 * k, 4);
+                const uint8_t *x = (const uint8_t *)W + (size_t)(8 * g + j) * ws + (size_t)i * block;
+                memcpy(out + 2 * j, x, 2);
+                for (int k = 0; k < words; k++) memcpy(out + 16 + 32 * k + 4 * j, x + 2 + 4 * k, 4);
             }
         }
     }
@@ -510,24 +517,28 @@ int lk_q4_0_x8_pack(const void *W, size_t ws, int64_t rows, int64_t ncols, void 
 
 // The portable product on repacked rows: per output, fma over blocks of the exact integer dot
 // product times the two scales, in block order (the order of the AVX2 product).
-static void matmul_q4_0_x8_portable(const void *P, size_t unused, int64_t n, const void *xq, size_t xs, int64_t nbatch,
-                                    float *out, int64_t os, int64_t row_begin, int64_t row_end) {
-    (void)unused;
+static inline void matmul_x8_portable(int q4, const void *P, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                                      float *out, int64_t os, int64_t row_begin, int64_t row_end) {
     const int64_t nb = n / 32;
+    const size_t block = q4 ? 144 : 272;
     for (int64_t r = row_begin; r < row_end; r++) {
-        const uint8_t *group = (const uint8_t *)P + (size_t)(r / 8) * (size_t)nb * 144;
+        const uint8_t *group = (const uint8_t *)P + (size_t)(r / 8) * (size_t)nb * block;
         const int j = (int)(r % 8);
         for (int64_t b = 0; b < nbatch; b++) {
             const lk_block_q8_0 *y = (const lk_block_q8_0 *)((const uint8_t *)xq + (size_t)b * xs);
             float acc = 0;
             for (int64_t i = 0; i < nb; i++) {
-                const uint8_t *blk = group + (size_t)i * 144;
+                const uint8_t *blk = group + (size_t)i * block;
                 uint16_t d;
                 memcpy(&d, blk + 2 * j, 2);
                 int32_t dot = 0;
-                for (int e = 0; e < 16; e++) {
-                    const uint8_t q = blk[16 + 32 * (e / 4) + 4 * j + e % 4];
-                    dot += ((q & 0x0f) - 8) * y[i].qs[e] + ((q >> 4) - 8) * y[i].qs[e + 16];
+                if (q4) {
+                    for (int e = 0; e < 16; e++) {
+                        const uint8_t q = blk[16 + 32 * (e / 4) + 4 * j + e % 4];
+                        dot += ((q & 0x0f) - 8) * y[i].qs[e] + ((q >> 4) - 8) * y[i].qs[e + 16];
+                    }
+                } else {
+                    for (int e = 0; e < 32; e++) dot += (int8_t)blk[16 + 32 * (e / 4) + 4 * j + e % 4] * y[i].qs[e];
                 }
                 acc = fmaf((float)dot, lk_half_to_float(d) * lk_half_to_float(y[i].d), acc);
             }
@@ -536,15 +547,30 @@ static void matmul_q4_0_x8_portable(const void *P, size_t unused, int64_t n, con
     }
 }
 
-void lk_matmul_q4_0_x8(const void *P, int64_t ncols, const void *xq, size_t xs, int64_t nbatch,
-                       float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+static void matmul_q4_0_x8_portable(const void *P, size_t unused, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                                    float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+    (void)unused;
+    matmul_x8_portable(1, P, n, xq, xs, nbatch, out, os, row_begin, row_end);
+}
+
+static void matmul_q8_0_x8_portable(const void *P, size_t unused, int64_t n, const void *xq, size_t xs, int64_t nbatch,
+                                    float *out, int64_t os, int64_t row_begin, int64_t row_end) {
+    (void)unused;
+    matmul_x8_portable(0, P, n, xq, xs, nbatch, out, os, row_begin, row_end);
+}
+
+void lk_matmul_x8(int type, const void *P, int64_t ncols, const void *xq, size_t xs, int64_t nbatch,
+                  float *out, int64_t os, int64_t row_begin, int64_t row_end) {
     if (row_end <= row_begin || nbatch <= 0) return;
+    if (type != LK_TYPE_Q4_0 && type != LK_TYPE_Q8_0) return;
+    const int q4 = type == LK_TYPE_Q4_0;
     const lk_impl *impl = lk_impl_current();
-    lk_matmul_fn fn = impl->matmul_q4_0_x8 ? impl->matmul_q4_0_x8 : matmul_q4_0_x8_portable;
+    lk_matmul_fn fn = q4 ? impl->matmul_q4_0_x8 : impl->matmul_q8_0_x8;
 #if defined(__x86_64__)
     // Machines with AVX-512 run the AVX2 product: the layout is made for it.
-    if (!impl->matmul_q4_0_x8 && lk_isa_level() >= LK_ISA_AVX2) fn = lk_impl_avx2.matmul_q4_0_x8;
+    if (!fn && lk_isa_level() >= LK_ISA_AVX2) fn = q4 ? lk_impl_avx2.matmul_q4_0_x8 : lk_impl_avx2.matmul_q8_0_x8;
 #endif
+    if (!fn) fn = q4 ? matmul_q4_0_x8_portable : matmul_q8_0_x8_portable;
     fn(P, 0, ncols, xq, xs, nbatch, out, os, row_begin, row_end);
 }
 

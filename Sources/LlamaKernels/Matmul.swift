@@ -10,7 +10,7 @@ public struct WeightMatrix: @unchecked Sendable {
     public var rows: Int
     public var cols: Int
     public var data: UnsafeRawPointer
-    /// The same Q4_0 rows repacked in groups of eight (`lk_q4_0_x8_pack`), when a copy is
+    /// The same Q4_0 or Q8_0 rows repacked in groups of eight (`lk_x8_pack`), when a copy is
     /// mapped: the AVX2 level reads these instead, with bitwise the same results.
     public var packed: UnsafeRawPointer?
 
@@ -126,8 +126,8 @@ private func runKernel(
     output: UnsafeMutablePointer<Float>, rowBegin: Int, rowEnd: Int
 ) {
     if let packed = w.packed, lk_isa_level() == Int32(KernelISA.avx2.rawValue), rowBegin % 8 == 0, rowEnd % 8 == 0 {
-        lk_matmul_q4_0_x8(packed, Int64(w.cols), x.base, x.rowStride, Int64(batch), output, Int64(w.rows),
-                          Int64(rowBegin), Int64(rowEnd))
+        lk_matmul_x8(Int32(w.type.rawValue), packed, Int64(w.cols), x.base, x.rowStride, Int64(batch), output, Int64(w.rows),
+                     Int64(rowBegin), Int64(rowEnd))
         return
     }
     lk_matmul(Int32(w.type.rawValue), w.data, w.rowStride, Int64(w.cols),

@@ -6,7 +6,7 @@ import GGUF
 import LlamaKernels
 import Synchronization
 
-/// Q4_0 matrices repacked in groups of eight rows for the AVX2 product (`lk_q4_0_x8_pack`),
+/// Q4_0 and Q8_0 matrices repacked in groups of eight rows for the AVX2 product (`lk_x8_pack`),
 /// kept as files in a directory: made once from the model's own bytes (only the tensors this
 /// process loads), then mapped read-only like the model. Each file starts with a 64-byte
 /// header naming the model's fingerprint and the matrix's shape; a file that does not match
@@ -23,7 +23,8 @@ public enum RepackedWeights {
     }
     private static let state = Mutex(State())
 
-    static let magic: [UInt8] = Array("LCQ4X8\u{0}\u{1}".utf8)
+    /// The header's first eight bytes, by type.
+    static func magic(_ type: GGMLType) -> [UInt8] { Array((type == .q4_0 ? "LCQ4X8\u{0}\u{1}" : "LCQ8X8\u{0}\u{1}").utf8) }
     static let headerSize = 64
 
     /// Keeps repacked copies in `directory` (created if missing) from now on.
@@ -43,14 +44,14 @@ public enum RepackedWeights {
     public static var isEnabled: Bool { state.withLock { $0.directory != nil } && KernelISA.best == .avx2 }
 
     /// `matrix` with its repacked copy attached when copies are on (`isEnabled`) and it
-    /// qualifies (Q4_0, rows a multiple of 8); otherwise `matrix` as it is.
+    /// qualifies (Q4_0 or Q8_0, rows a multiple of 8); otherwise `matrix` as it is.
     static func attach(_ matrix: WeightMatrix, name: String, fingerprint: String) throws -> WeightMatrix {
-        guard matrix.type == .q4_0, matrix.rows % 8 == 0, matrix.cols % 32 == 0 else { return matrix }
+        guard matrix.type == .q4_0 || matrix.type == .q8_0, matrix.rows % 8 == 0, matrix.cols % 32 == 0 else { return matrix }
         let safeName = String(name.map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "_" ? $0 : "-" })
         var m = matrix
         m.packed = try state.withLock { state in
             guard let dir = state.directory else { return nil }
-            let path = "\(dir)/\(fingerprint)-\(safeName).q4x8"
+            let path = "\(dir)/\(fingerprint)-\(safeName).\(matrix.type == .q4_0 ? "q4x8" : "q8x8")"
             if let p = state.mapped[path] { return p }
             let p = try mapping(path: path, matrix: matrix, fingerprint: fingerprint)
             state.mapped[path] = p
@@ -60,7 +61,7 @@ public enum RepackedWeights {
     }
 
     private static func header(_ matrix: WeightMatrix, fingerprint: String) -> [UInt8] {
-        var h = magic
+        var h = magic(matrix.type)
         withUnsafeBytes(of: UInt64(matrix.rows).littleEndian) { h += $0 }
         withUnsafeBytes(of: UInt64(matrix.cols).littleEndian) { h += $0 }
         h += Array(fingerprint.utf8.prefix(headerSize - h.count))
@@ -110,7 +111,8 @@ public enum RepackedWeights {
             throw failure("cannot map")
         }
         header.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: headerSize) }
-        let status = lk_q4_0_x8_pack(matrix.data, matrix.rowStride, Int64(matrix.rows), Int64(matrix.cols), base + headerSize)
+        let status = lk_x8_pack(Int32(matrix.type.rawValue), matrix.data, matrix.rowStride, Int64(matrix.rows), Int64(matrix.cols),
+                                base + headerSize)
         let synced = msync(base, size, MS_SYNC) == 0
         let syncError = errno
         munmap(base, size)

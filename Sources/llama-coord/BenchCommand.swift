@@ -41,7 +41,7 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("ca-cert"), help: "A CA certificate (PEM) to trust for an https:// endpoint, e.g. a self-signed one (cluster mode).")
     var caCert: String?
     @Flag(help: "Print JSON instead of a table.") var json = false
-    @Option(help: "Keep Q4_0 weights repacked for the AVX2 product in this directory (made once, then mapped; model mode).")
+    @Option(help: "Keep Q4_0 and Q8_0 weights repacked for the AVX2 product in this directory (made once, then mapped; model mode).")
     var repackDir: String?
 
     func validate() throws {

@@ -69,7 +69,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Speculative decoding by prompt lookup: match length (0: off).") var draftNgram = 0
     @Option(help: "Most tokens drafted at once.") var draftMax = 8
     @OptionGroup var draft: DraftModelOptions
-    @Option(help: "Keep Q4_0 weights repacked for the AVX2 product in this directory (made once, then mapped).")
+    @Option(help: "Keep Q4_0 and Q8_0 weights repacked for the AVX2 product in this directory (made once, then mapped).")
     var repackDir: String?
     @Option(help: "Seconds SIGTERM waits for running requests.") var drainTimeout = 30.0
     @Flag(help: "Allow a non-loopback address without API keys.") var insecure = false

@@ -138,7 +138,7 @@ struct Logits: ParsableCommand {
     @Option(help: "Compute threads (default: all cores).") var threads: Int?
     @Option(name: .customLong("kv-cache"), help: "How the KV cache stores keys and values: f16 (as llama.cpp) or f32.")
     var kvCache: KVCacheType = .f16
-    @Option(help: "Keep Q4_0 weights repacked for the AVX2 product in this directory (made once, then mapped).")
+    @Option(help: "Keep Q4_0 and Q8_0 weights repacked for the AVX2 product in this directory (made once, then mapped).")
     var repackDir: String?
 
     func run() throws {

@@ -32,7 +32,7 @@ struct Join: AsyncParsableCommand {
     @Option(help: "This worker's secret key file (llama-worker keygen); enables CURVE.") var key: String?
     @Option(help: "The coordinator's public key: a .pub file or the Z85 text.") var coordinatorKey: String?
     @Flag(help: "Allow a non-loopback data input without keys.") var insecure = false
-    @Flag(help: "Keep this worker's Q4_0 layers repacked for the AVX2 product in CACHE-DIR/repacked (made once, then mapped).")
+    @Flag(help: "Keep this worker's Q4_0 and Q8_0 layers repacked for the AVX2 product in CACHE-DIR/repacked (made once, then mapped).")
     var repack = false
     @Option(help: "Seconds to wait for the coordinator to move this worker's layers before leaving anyway.") var leaveTimeout = 30.0
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel = "info"

@@ -122,14 +122,14 @@ struct KernelBenchmark {
             }
         }
 
-        // Decode with Q4_0 repacked in groups of eight rows (lk_q4_0_x8_pack) against the original
+        // Decode with Q4_0 repacked in groups of eight rows (lk_x8_pack) against the original
         // rows, the same split over the pool's threads, alternating.
         for (rows, cols) in [(11008, 4096), (28672, 8192)] {
             let weights = RandomWeights(type: .q4_0, rows: rows, cols: cols)
             let packed = UnsafeMutableRawPointer.allocate(byteCount: weights.matrix.byteCount, alignment: 64)
             defer { packed.deallocate() }
             let rowBytes = GGMLType.q4_0.byteCount(elements: cols)
-            _ = lk_q4_0_x8_pack(weights.matrix.data, rowBytes, Int64(rows), Int64(cols), packed)
+            _ = lk_x8_pack(Int32(GGMLType.q4_0.rawValue), weights.matrix.data, rowBytes, Int64(rows), Int64(cols), packed)
             let typeId = Int32(GGMLType.q4_0.rawValue)
             let actRow = Int(lk_act_row_size(typeId, Int64(cols)))
             var rng = TestRandom(seed: 3)
@@ -152,7 +152,7 @@ struct KernelBenchmark {
                     })
                     best.packed = min(best.packed, bestTime(repeats: 4) {
                         pool.parallelFor(chunks) { c in
-                            lk_matmul_q4_0_x8(p, Int64(cols), x, actRow, 1, output, Int64(rows), Int64(c * tile), Int64((c + 1) * tile))
+                            lk_matmul_x8(Int32(GGMLType.q4_0.rawValue), p, Int64(cols), x, actRow, 1, output, Int64(rows), Int64(c * tile), Int64((c + 1) * tile))
                         }
                     })
                 }

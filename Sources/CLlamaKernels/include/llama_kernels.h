@@ -97,21 +97,22 @@ void lk_matmul(int type, const void *W, size_t w_row_stride, int64_t ncols,
                float *out, int64_t out_row_stride,
                int64_t row_begin, int64_t row_end);
 
-// MARK: - Q4_0 repacked in groups of eight rows
+// MARK: - Q4_0 and Q8_0 repacked in groups of eight rows
 
-/// Bytes of a Q4_0 matrix of `rows` x `ncols` repacked by lk_q4_0_x8_pack.
-size_t lk_q4_0_x8_size(int64_t rows, int64_t ncols);
-/// Repacks Q4_0 rows (`w_row_stride` bytes apart) into groups of eight rows: for each group
-/// and block, the eight rows' fp16 scales (16 bytes), then four 32-byte words in which
-/// 32-bit lane j holds bytes 4k..4k+3 of row j's quants (k = 0..3): the order the AVX2
-/// product transposes a block into on the fly, stored once. Same size as the original.
-/// Returns 0, or -1 when `rows` is not a multiple of 8 or `ncols` of 32.
-int lk_q4_0_x8_pack(const void *W, size_t w_row_stride, int64_t rows, int64_t ncols, void *dst);
-/// lk_matmul for Q4_0 weights repacked by lk_q4_0_x8_pack (`row_begin` and `row_end`
-/// multiples of 8): at the AVX2 level and above bitwise the result of lk_matmul's AVX2
-/// product on the original rows; otherwise a portable loop in the same order.
-void lk_matmul_q4_0_x8(const void *P, int64_t ncols, const void *xq, size_t xq_row_stride, int64_t nbatch,
-                       float *out, int64_t out_row_stride, int64_t row_begin, int64_t row_end);
+/// Bytes of a matrix of `rows` x `ncols` of `type` (Q4_0 or Q8_0) repacked by lk_x8_pack
+/// (the original's size), or 0 for another type.
+size_t lk_x8_size(int type, int64_t rows, int64_t ncols);
+/// Repacks Q4_0 or Q8_0 rows (`w_row_stride` bytes apart) into groups of eight rows: for each
+/// group and block, the eight rows' fp16 scales (16 bytes), then four (Q4_0) or eight (Q8_0)
+/// 32-byte words in which 32-bit lane j holds bytes 4k..4k+3 of row j's quants: the order the
+/// AVX2 product transposes a block into on the fly, stored once. Same size as the original.
+/// Returns 0, or -1 for another type or when `rows` is not a multiple of 8 or `ncols` of 32.
+int lk_x8_pack(int type, const void *W, size_t w_row_stride, int64_t rows, int64_t ncols, void *dst);
+/// lk_matmul for weights repacked by lk_x8_pack (`row_begin` and `row_end` multiples of 8):
+/// at the AVX2 level and above bitwise the result of lk_matmul's AVX2 product on the
+/// original rows; otherwise a portable loop in the same order. Another type: nothing.
+void lk_matmul_x8(int type, const void *P, int64_t ncols, const void *xq, size_t xq_row_stride, int64_t nbatch,
+                  float *out, int64_t out_row_stride, int64_t row_begin, int64_t row_end);
 
 // MARK: - Vector helpers
 
