@@ -5,11 +5,13 @@
 #   scripts/bench-vs-llamacpp.sh [THREADS=2] [--cluster]
 #
 # Writes (once) into bench-out/: the 7B shape with 4 layers in Q4_0 and in Q8_0, and the 70B
-# shape (width 8192, 64 heads, 8 KV heads, FFN 28672) with 2 layers in Q4_0. For each file it
-# runs `llama-coord bench` and `scripts/llamacpp_oracle.py bench` with the same threads, prompt
-# and generation sizes, then prints a table (also written to bench-out/latest.md): prefill and
-# decode tokens/s of both and their ratio, and decode as a fraction of the read limit
-# (bandwidth / weight bytes read per token).
+# shape (width 8192, 64 heads, 8 KV heads, FFN 28672) with 2 layers in Q4_0. For each file and
+# each of REPS repetitions it measures the read bandwidth, then runs `llama-coord bench` and
+# `scripts/llamacpp_oracle.py bench` once each with the same threads, prompt and generation
+# sizes (alternating, so that a slow spell of the machine falls on both), then prints a table
+# (also written to bench-out/latest.md): prefill and decode tokens/s of both (mean ± stddev over
+# repetitions) and their ratio, and decode as a fraction of the read limit (the best bandwidth
+# of the run / weight bytes read per token).
 #
 # --cluster also starts a coordinator and two workers on this machine serving the 7B Q4_0 file
 # (each worker THREADS threads and 2 layers; on one machine they take turns) and runs the cluster
@@ -74,20 +76,24 @@ for spec in "${MODELS[@]}"; do
     fi
 done
 
-echo "== memory bandwidth ($THREADS threads)" >&2
 cc -O3 -mavx2 -mfma -pthread scripts/membw.c -o "$OUT/membw"
-"$OUT/membw" "$THREADS" 2048 5 | tee "$OUT/membw.txt" >&2
-
+# Each repetition measures the read bandwidth, then ours, then llama.cpp, so that a slow spell
+# of this machine falls on both sides; the read limit is the best bandwidth of the whole run
+# (a bandwidth measured in a slow spell would flatter the shares of it).
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+: >"$OUT/membw.txt"
+rm -f "$OUT"/*.ours.r*.json "$OUT"/*.llamacpp.r*.json
 for spec in "${MODELS[@]}"; do
     read -r name _ _ _ <<<"$spec"
     file="$OUT/synth-$name.gguf"
-    echo "== $name: llama-coord bench" >&2
-    "$BIN/llama-coord" bench --model "$file" --threads "$THREADS" --prompt-tokens "$P" --gen-tokens "$G" \
-        --repetitions "$R" "${REPACK_ARGS[@]}" --json >"$OUT/$name.ours.json"
-    echo "== $name: llama.cpp bench" >&2
-    OMP_WAIT_POLICY="$OMP_POLICY" "$PYTHON" scripts/llamacpp_oracle.py bench "$file" --threads "$THREADS" --prompt-tokens "$P" --gen-tokens "$G" \
-        --reps "$R" >"$OUT/$name.llamacpp.json"
+    for rep in $(seq 1 "$R"); do
+        echo "== $name, repetition $rep: memory bandwidth ($THREADS threads), llama-coord bench, llama.cpp bench" >&2
+        "$OUT/membw" "$THREADS" 2048 3 | tee -a "$OUT/membw.txt" >&2
+        "$BIN/llama-coord" bench --model "$file" --threads "$THREADS" --prompt-tokens "$P" --gen-tokens "$G" \
+            --repetitions 1 "${REPACK_ARGS[@]}" --json >"$OUT/$name.ours.r$rep.json"
+        OMP_WAIT_POLICY="$OMP_POLICY" "$PYTHON" scripts/llamacpp_oracle.py bench "$file" --threads "$THREADS" --prompt-tokens "$P" \
+            --gen-tokens "$G" --reps 1 >"$OUT/$name.llamacpp.r$rep.json"
+    done
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -162,16 +168,22 @@ fi
 import json, os, sys
 out, threads, p, g, reps, load_before, load_after, omp_policy, repack = sys.argv[1:10]
 cluster_rounds = int(sys.argv[10]) if len(sys.argv) > 10 else 0
-bandwidth = float(open(os.path.join(out, "membw.txt")).read().split()[0])
+measured = [float(line.split()[0]) for line in open(os.path.join(out, "membw.txt")) if line.strip()]
+bandwidth = max(measured)
 names = ["7b-4l-q4_0", "7b-4l-q8_0", "70b-2l-q4_0"]
 
 def rate(mean, std):
     return f"{mean:.2f} ± {std:.2f}"
 
+def stats(values):
+    m = sum(values) / len(values)
+    return m, (sum((x - m) ** 2 for x in values) / len(values)) ** 0.5
+
 lines = [
     f"# llama-coord vs llama.cpp: {threads} threads, pp{p} / tg{g}, {reps} repetitions",
     "",
-    f"Memory read bandwidth ({threads} threads, best of 5): {bandwidth:.2f} GB/s. "
+    f"Memory read bandwidth ({threads} threads): {bandwidth:.2f} GB/s, the best of {len(measured)} measurements, one before each "
+    f"repetition (range {min(measured):.2f}–{max(measured):.2f}). Each repetition runs ours, then llama.cpp. "
     f"Load average (1/5/15 min) before: {load_before}, after: {load_after}. "
     f"llama.cpp ran with OMP_WAIT_POLICY={omp_policy}. "
     + ("Ours used repacked Q4_0 and Q8_0 copies (--repack-dir / --repack)." if repack == "1" else "Ours read the GGUF's own rows (no repacked copies)."),
@@ -181,17 +193,18 @@ lines = [
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
 for name in names:
-    ours = json.load(open(os.path.join(out, f"{name}.ours.json")))["result"]
-    ref = json.load(open(os.path.join(out, f"{name}.llamacpp.json")))
-    pp, dp = ours["prefill_tokens_per_second"], ours["decode_tokens_per_second"]
-    limit = bandwidth * 1e9 / ours["weight_bytes_per_step"]
+    reps_ours = [json.load(open(os.path.join(out, f"{name}.ours.r{r}.json")))["result"] for r in range(1, int(reps) + 1)]
+    reps_ref = [json.load(open(os.path.join(out, f"{name}.llamacpp.r{r}.json"))) for r in range(1, int(reps) + 1)]
+    pp = stats([o["prefill_tokens_per_second"]["mean"] for o in reps_ours])
+    dp = stats([o["decode_tokens_per_second"]["mean"] for o in reps_ours])
+    rpp = stats([r["prefill_tokens_per_s"] for r in reps_ref])
+    rdp = stats([r["decode_tokens_per_s"] for r in reps_ref])
+    step = reps_ours[0]["weight_bytes_per_step"]
+    limit = bandwidth * 1e9 / step
     lines.append(
-        f"| {name} | {rate(pp['mean'], pp['stddev'])} | {rate(ref['prefill_tokens_per_s'], ref['prefill_std'])} "
-        f"| {pp['mean'] / ref['prefill_tokens_per_s']:.2f} "
-        f"| {rate(dp['mean'], dp['stddev'])} | {rate(ref['decode_tokens_per_s'], ref['decode_std'])} "
-        f"| {dp['mean'] / ref['decode_tokens_per_s']:.2f} "
-        f"| {ours['weight_bytes_per_step'] / 2**20:.0f} | {limit:.2f} "
-        f"| {dp['mean'] / limit:.0%} | {ref['decode_tokens_per_s'] / limit:.0%} |")
+        f"| {name} | {rate(*pp)} | {rate(*rpp)} | {pp[0] / rpp[0]:.2f} "
+        f"| {rate(*dp)} | {rate(*rdp)} | {dp[0] / rdp[0]:.2f} "
+        f"| {step / 2**20:.0f} | {limit:.2f} | {dp[0] / limit:.0%} | {rdp[0] / limit:.0%} |")
 lines += ["", "Ratio = ours / llama.cpp. Read limit = bandwidth / (layer matrices + output head bytes)."]
 
 if cluster_rounds:
