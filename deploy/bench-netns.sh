@@ -216,8 +216,11 @@ for label in $DELAYS; do
         fi
         bench 8 >"$WORK/eight.json" & FG=$!; wait "$FG"; FG=""
         stop_cluster
+        # A frame timeout or a lost worker replays the requests in flight: the tokens stay the
+        # same, but the timing and the drafting (its pauses start again) do not; such rows are marked.
+        recoveries="$(grep -cE "did not come back in time|missing: no heartbeat|replaying [0-9]+ requests" "$WORK/coord.log" || true)"
         python3 - "$label" "$spec" "$WORK/one.json" "$WORK/eight.json" "$WORK/status.json" "$WORK/stages.json" \
-            "$WORK/code.json" "$WORK/prose.json" "$round" "$WORK/rows.jsonl" <<'PY'
+            "$WORK/code.json" "$WORK/prose.json" "$round" "$WORK/rows.jsonl" "$recoveries" <<'PY'
 import json, os, sys
 # A token without speculation crosses four hops (coordinator -> w1 -> w2 -> w3 -> coordinator),
 # each one-way hop delayed d ms (netem on the sender's link, or the connection's one relay,
@@ -242,7 +245,9 @@ if spec == "off":
 else:
     stages = json.load(open(saved)) if os.path.exists(saved) else None
 bound = "-" if not stages or None in stages else f"{1 / (sum(stages) + 4 * d / 1000):.1f}"
-print(f"{label:<9s} {sys.argv[9]:<6s} {spec:<12s} {code:10.1f} {code_acc:>12s} {prose:10.1f} {prose_acc:>12s} {r1:10.1f} {r8:10.1f} {r8 / r1:8.2f} {bound:>22s}")
+recoveries = int(sys.argv[11] or 0)
+print(f"{label:<9s} {sys.argv[9]:<6s} {spec:<12s} {code:10.1f} {code_acc:>12s} {prose:10.1f} {prose_acc:>12s} {r1:10.1f} {r8:10.1f} {r8 / r1:8.2f} {bound:>22s}"
+      + (f"  (a recovery: {recoveries} events in the coordinator's log)" if recoveries else ""))
 with open(sys.argv[10], "a") as f:
     f.write(json.dumps({"label": label, "spec": spec, "code": code, "code_acc": code_acc, "prose": prose, "prose_acc": prose_acc,
                         "one": r1, "eight": r8, "bound": bound}) + "\n")
