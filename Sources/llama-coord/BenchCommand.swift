@@ -110,7 +110,7 @@ struct Bench: AsyncParsableCommand {
         // Warm-up: one short completion, untimed.
         _ = try await client.streamCompletion(prompt: prompt, parameters: params, maxTokens: 2) { _ in }
 
-        let before = try await client.status().metrics
+        let before = try await Self.settledStatus(client).metrics
         var aggregate = [Double](), aggregateDecode = [Double](), streams = [StreamTiming]()
         for _ in 0..<repetitions {
             let start = now()
@@ -121,7 +121,7 @@ struct Bench: AsyncParsableCommand {
             aggregateDecode.append(Self.concurrentDecodeRate(round))
             streams += round
         }
-        let status = try await client.status()
+        let status = try await Self.settledStatus(client)
         let decoding = streams.filter { $0.generated > 1 }
         let report = ClusterBenchReport(
             endpoint: endpoint, model: status.model, concurrency: concurrency, repetitions: repetitions,
@@ -186,6 +186,24 @@ struct Bench: AsyncParsableCommand {
     /// window (text pieces scaled to tokens by each stream's tokens per piece). Prompts still being evaluated (which share frames with decoding streams) and
     /// streams that already finished are left out. When the window is too short to measure (under
     /// 0.5 s), the streams' own decode rates are summed instead.
+    /// `/status` once the coordinator has published what it has done: it publishes its counters
+    /// at the end of the turn that finished a request, which can come just after the client saw
+    /// the last token, so one reading taken then misses that request's last drafts. Reads until
+    /// two readings 50 ms apart agree on the counters (at most a second).
+    private static func settledStatus(_ client: LlamaEndpoint) async throws -> ClusterStatus {
+        func counters(_ m: MetricsReport) -> [Int?] {
+            [m.requestsTotal, m.requestsActive, m.generatedTokensTotal, m.draftTokens, m.draftTokensAccepted]
+        }
+        var last = try await client.status()
+        for _ in 0..<20 {
+            try await Task.sleep(nanoseconds: 50_000_000)
+            let next = try await client.status()
+            if counters(next.metrics) == counters(last.metrics) { return next }
+            last = next
+        }
+        return last
+    }
+
     private static func concurrentDecodeRate(_ round: [StreamTiming]) -> Double {
         let decoding = round.filter { $0.arrivals.count > 1 }
         guard !decoding.isEmpty else { return 0 }
