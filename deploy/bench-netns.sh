@@ -248,15 +248,34 @@ bound = "-" if not stages or None in stages else f"{1 / (sum(stages) + 4 * d / 1
 recoveries = int(sys.argv[11] or 0)
 print(f"{label:<9s} {sys.argv[9]:<6s} {spec:<12s} {code:10.1f} {code_acc:>12s} {prose:10.1f} {prose_acc:>12s} {r1:10.1f} {r8:10.1f} {r8 / r1:8.2f} {bound:>22s}"
       + (f"  (a recovery: {recoveries} events in the coordinator's log)" if recoveries else ""))
+texts = {k: (r.get("texts"), r.get("text_digest")) for k, r in
+         (("code", json.load(open(sys.argv[7]))), ("prose", json.load(open(sys.argv[8]))), ("filler", one), ("filler x8", eight))}
 with open(sys.argv[10], "a") as f:
     f.write(json.dumps({"label": label, "spec": spec, "code": code, "code_acc": code_acc, "prose": prose, "prose_acc": prose_acc,
-                        "one": r1, "eight": r8, "bound": bound}) + "\n")
+                        "one": r1, "eight": r8, "bound": bound, "texts": texts}) + "\n")
 PY
     done
     done
     if [ "$METHOD" = relay ] && [ "$label" = none ]; then redirect -A
     elif [ "$METHOD" = relay ]; then finish_relays; fi
 done
+# Greedy text does not depend on the delay, the speculation or the round: every stream of a
+# prompt must have completed the same text everywhere.
+python3 - "$WORK/rows.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+bad = []
+for prompt in ("code", "prose", "filler", "filler x8"):
+    seen = {tuple(r["texts"][prompt]) for r in rows}
+    digests = {d for _, d in seen}
+    if len(digests) != 1 or any(n != 1 for n, _ in seen):
+        bad.append(f"{prompt}: " + ", ".join(f"{r['label']}/{r['spec']} {r['texts'][prompt][0]} text(s) {r['texts'][prompt][1]}" for r in rows))
+if bad:
+    print("DIFFERENT TEXTS (greedy output must not depend on delay, speculation or round):")
+    print("\n".join(bad))
+else:
+    print(f"greedy texts: every stream of each prompt completed the same text in all {len(rows)} rows (code, prose, filler, 8 x filler)")
+PY
 if [ "$ROUNDS" -gt 1 ]; then
     echo
     echo "median of $ROUNDS rounds (8 / 1: the median of each round's ratio; accept and bound: the first round's)"

@@ -131,6 +131,8 @@ struct Bench: AsyncParsableCommand {
             aggregateDecodeTokensPerSecond: MeasuredRate(samples: aggregateDecode),
             secondsPerTokenPerStream: MeasuredRate(samples: decoding.map { $0.decodeSeconds / Double($0.generated - 1) }),
             timeToFirstTokenSeconds: MeasuredRate(samples: streams.map(\.firstTokenSeconds)),
+            texts: Set(streams.map(\.text)).count,
+            textDigest: textDigest(Set(streams.map(\.text)).sorted()),
             draftedTokens: (status.metrics.draftTokens ?? 0) - (before.draftTokens ?? 0),
             acceptedDraftTokens: (status.metrics.draftTokensAccepted ?? 0) - (before.draftTokensAccepted ?? 0),
             workers: status.workers.map {
@@ -163,6 +165,7 @@ struct Bench: AsyncParsableCommand {
             print(String(format: "speculation: %d drafted, %d accepted (%.1f %%)", report.draftedTokens, report.acceptedDraftTokens,
                          100 * Double(report.acceptedDraftTokens) / Double(report.draftedTokens)))
         }
+        print("texts: \(report.texts) different over \(streams.count) streams (digest \(report.textDigest))")
         if let w = report.wireBytesPerTokenPerHop, let width {
             print(String(format: "wire bytes per token per hop (width %d): f16 %.0f, f32 %.0f; in a frame of %d tokens: f16 %.0f, f32 %.0f",
                          width, w.f16, w.f32, concurrency, w.f16Batched, w.f32Batched))
@@ -179,6 +182,8 @@ struct Bench: AsyncParsableCommand {
         var decodeSeconds: Double
         /// Arrival of each streamed piece, in seconds from the start of the round.
         var arrivals: [Double]
+        /// The completion's text.
+        var text: String
     }
 
     /// Decode tokens/s of all streams together while every one of them is decoding: tokens that
@@ -232,13 +237,17 @@ struct Bench: AsyncParsableCommand {
                 group.addTask {
                     var arrivals: [Double] = []
                     arrivals.reserveCapacity(maxTokens)
+                    var text = ""
                     let (_, usage) = try await client.streamCompletion(prompt: prompt, parameters: parameters,
-                                                                       maxTokens: maxTokens) { _ in arrivals.append(now() - roundStart) }
+                                                                       maxTokens: maxTokens) { piece in
+                        arrivals.append(now() - roundStart)
+                        text += piece
+                    }
                     let end = now() - roundStart
                     let firstAt = arrivals.first ?? end
                     return StreamTiming(promptTokens: usage.promptTokens, generated: usage.completionTokens,
                                         firstTokenSeconds: firstAt, decodeSeconds: (arrivals.last ?? end) - firstAt,
-                                        arrivals: arrivals)
+                                        arrivals: arrivals, text: text)
                 }
             }
             var timings: [StreamTiming] = []
@@ -293,6 +302,10 @@ private struct ClusterBenchReport: Encodable {
     var secondsPerTokenPerStream: MeasuredRate
     var timeToFirstTokenSeconds: MeasuredRate
     /// Speculative decoding during the timed rounds: tokens drafted and accepted.
+    /// How many different texts the streams completed (greedy, one prompt: 1), and a digest
+    /// of them, to compare runs with and without speculation.
+    var texts: Int
+    var textDigest: String
     var draftedTokens: Int
     var acceptedDraftTokens: Int
     var workers: [Worker]
@@ -317,6 +330,16 @@ private func jsonText<T: Encodable>(_ value: T) throws -> String {
 }
 
 private func fixed(_ v: Double) -> String { String(format: "%.2f", v) }
+
+/// FNV-1a (64 bits) of the texts' UTF-8 bytes, each followed by a zero byte, in hex: a digest
+/// to tell equal outputs from different ones, not a cryptographic one.
+private func textDigest(_ texts: [String]) -> String {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for t in texts {
+        for b in t.utf8 + [0] { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
+    }
+    return String(format: "%016llx", h)
+}
 
 /// Left-aligned first column, right-aligned others.
 func formatTable(_ rows: [[String]]) -> String {
