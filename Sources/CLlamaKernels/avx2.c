@@ -95,28 +95,12 @@ LK_INLINE void lk_q4_0x8_accumulate(int nrows, const __m256i g[8], __m256 dw, in
 
 // Rows r..r+7 times activation rows 0..nrows-1 (nrows <= LK_Q4_0X8_COLS): each block of the
 // eight rows is unpacked once for all of them; their accumulators live in L1 between blocks.
+// The rows come from the original rows W (ws bytes apart), transposed on the fly, or
+// (`packed`, a constant at each use) from a group repacked by lk_x8_pack at W, where a block
+// of eight rows is four plain loads and one scale conversion.
 #define LK_Q4_0X8_COLS 16
-LK_INLINE void lk_q4_0x8_rows(int nrows, const uint8_t *W, size_t ws, int64_t n, const uint8_t *xq, size_t xs,
-                              float *out, int64_t os) {
-    const int64_t nb = n / 32;
-    const __m256i ones = _mm256_set1_epi16(1);
-    const float *scales = (const float *)(xq + lk_q8_act_scales_offset(n));
-    const int32_t *corr = (const int32_t *)(xq + lk_q8_act_corr4_offset(n));
-    __m256 acc[LK_Q4_0X8_COLS];
-    for (int b = 0; b < nrows; b++) acc[b] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i g[8];
-        __m256 dw;
-        lk_q4_0x8_unpack(W, ws, i, g, &dw);
-        lk_q4_0x8_accumulate(nrows, g, dw, i, xq, xs, scales, corr, ones, acc);
-    }
-    for (int b = 0; b < nrows; b++) _mm256_storeu_ps(out + b * os, acc[b]);
-}
-
-// The same product on rows repacked by lk_x8_pack: a block of eight rows is four plain
-// loads and one scale conversion instead of the transposition and eight scale loads.
-LK_INLINE void lk_q4_0x8p_rows(int nrows, const uint8_t *G, int64_t n, const uint8_t *xq, size_t xs,
-                               float *out, int64_t os) {
+LK_INLINE void lk_q4_0x8_walk(int nrows, const int packed, const uint8_t *W, size_t ws, int64_t n, const uint8_t *xq,
+                              size_t xs, float *out, int64_t os) {
     const int64_t nb = n / 32;
     const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0x0f);
     const float *scales = (const float *)(xq + lk_q8_act_scales_offset(n));
@@ -124,17 +108,32 @@ LK_INLINE void lk_q4_0x8p_rows(int nrows, const uint8_t *G, int64_t n, const uin
     __m256 acc[LK_Q4_0X8_COLS];
     for (int b = 0; b < nrows; b++) acc[b] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *p = G + (size_t)i * 144;
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
         __m256i g[8];
-        for (int k = 0; k < 4; k++) {
-            const __m256i w = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * k));
-            g[k] = _mm256_and_si256(w, m4);
-            g[k + 4] = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+        __m256 dw;
+        if (packed) {
+            const uint8_t *p = W + (size_t)i * 144;
+            dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            for (int k = 0; k < 4; k++) {
+                const __m256i w = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * k));
+                g[k] = _mm256_and_si256(w, m4);
+                g[k + 4] = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+            }
+        } else {
+            lk_q4_0x8_unpack(W, ws, i, g, &dw);
         }
         lk_q4_0x8_accumulate(nrows, g, dw, i, xq, xs, scales, corr, ones, acc);
     }
     for (int b = 0; b < nrows; b++) _mm256_storeu_ps(out + b * os, acc[b]);
+}
+
+LK_INLINE void lk_q4_0x8_rows(int nrows, const uint8_t *W, size_t ws, int64_t n, const uint8_t *xq, size_t xs,
+                              float *out, int64_t os) {
+    lk_q4_0x8_walk(nrows, 0, W, ws, n, xq, xs, out, os);
+}
+
+LK_INLINE void lk_q4_0x8p_rows(int nrows, const uint8_t *G, int64_t n, const uint8_t *xq, size_t xs,
+                               float *out, int64_t os) {
+    lk_q4_0x8_walk(nrows, 1, G, 0, n, xq, xs, out, os);
 }
 
 // One activation row times m <= 4 groups of eight repacked rows from different parts of the

@@ -123,6 +123,7 @@ struct Bench: AsyncParsableCommand {
         }
         let status = try await Self.settledStatus(client)
         let decoding = streams.filter { $0.generated > 1 }
+        let texts = Set(streams.map(\.text))
         let report = ClusterBenchReport(
             endpoint: endpoint, model: status.model, concurrency: concurrency, repetitions: repetitions,
             promptTokens: streams.map(\.promptTokens).max() ?? 0,
@@ -131,8 +132,8 @@ struct Bench: AsyncParsableCommand {
             aggregateDecodeTokensPerSecond: MeasuredRate(samples: aggregateDecode),
             secondsPerTokenPerStream: MeasuredRate(samples: decoding.map { $0.decodeSeconds / Double($0.generated - 1) }),
             timeToFirstTokenSeconds: MeasuredRate(samples: streams.map(\.firstTokenSeconds)),
-            texts: Set(streams.map(\.text)).count,
-            textDigest: textDigest(Set(streams.map(\.text)).sorted()),
+            texts: texts.count,
+            textDigest: textDigest(texts.sorted()),
             draftedTokens: (status.metrics.draftTokens ?? 0) - (before.draftTokens ?? 0),
             acceptedDraftTokens: (status.metrics.draftTokensAccepted ?? 0) - (before.draftTokensAccepted ?? 0),
             workers: status.workers.map {
